@@ -1,0 +1,5 @@
+"""SAC losses, each a ``torchrl.objectives.LossModule``."""
+
+from sac_tr.losses.sac_v1 import SACv1Loss
+
+__all__ = ["SACv1Loss"]
