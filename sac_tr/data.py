@@ -1,0 +1,57 @@
+"""Data builders: TorchRL's synchronous collector and a TensorDict replay buffer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from tensordict.nn import TensorDictModuleBase
+from torchrl.collectors import Collector
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.envs import EnvBase
+
+__all__ = ["make_collector", "make_replay_buffer"]
+
+
+def make_collector(
+    env_fn: Callable[[], EnvBase],
+    policy: TensorDictModuleBase,
+    *,
+    frames_per_batch: int,
+    total_frames: int,
+    init_random_frames: int,
+    device: torch.device | str = "cpu",
+) -> Collector:
+    """TorchRL's synchronous collector (``SyncDataCollector`` before TorchRL 0.12).
+
+    The first ``init_random_frames`` frames use uniformly random actions from the action spec
+    (the paper's initial exploration); after that the stochastic policy acts.
+    """
+    return Collector(
+        env_fn,
+        policy,
+        frames_per_batch=frames_per_batch,
+        total_frames=total_frames,
+        init_random_frames=init_random_frames,
+        device=device,
+        storing_device="cpu",
+    )
+
+
+def make_replay_buffer(
+    buffer_cfg: DictConfig, batch_size: int, run_dir: str | Path, device: torch.device | str = "cpu"
+) -> TensorDictReplayBuffer:
+    """A uniform replay buffer D of ``buffer_cfg.size`` transitions, sampled ``batch_size`` at a time.
+
+    ``buffer_cfg.storage``: ``memory`` (``LazyTensorStorage``) or ``disk`` (``LazyMemmapStorage``
+    under ``run_dir/buffer``, for buffers larger than RAM and for resuming).
+    """
+    if buffer_cfg.storage == "disk":
+        storage = LazyMemmapStorage(
+            buffer_cfg.size, scratch_dir=Path(run_dir) / "buffer", existsok=True
+        )
+    else:
+        storage = LazyTensorStorage(buffer_cfg.size)
+    return TensorDictReplayBuffer(storage=storage, batch_size=batch_size)

@@ -1,0 +1,50 @@
+"""Evaluation of the deterministic policy (the paper's evaluation) and mp4 recording."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+__all__ = ["evaluate", "record_video"]
+
+
+@torch.no_grad()
+def evaluate(
+    env: EnvBase, actor: TensorDictModuleBase, episodes: int, max_steps: int
+) -> torch.Tensor:
+    """Undiscounted returns of ``episodes`` episodes of the deterministic policy a = tanh(mu(s)).
+
+    Each episode runs until the environment terminates or truncates (its own time limit) or
+    ``max_steps`` steps, whichever comes first.  Returns a float tensor ``[episodes]``.
+    """
+    returns = torch.empty(episodes)
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        for i in range(episodes):
+            rollout = env.rollout(max_steps, actor, break_when_any_done=True)
+            returns[i] = rollout["next", "reward"].sum()
+    return returns
+
+
+@torch.no_grad()
+def record_video(
+    env: EnvBase,
+    actor: TensorDictModuleBase,
+    path: str | os.PathLike,
+    max_steps: int,
+    fps: int = 30,
+) -> float:
+    """Roll out one deterministic episode on ``env`` (built with ``from_pixels=True``) and write
+    its frames to ``path`` as an mp4.  Returns the episode's return."""
+    import imageio.v2 as imageio
+
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        rollout = env.rollout(max_steps, actor, break_when_any_done=True)
+    frames = torch.cat([rollout["pixels"][:1], rollout["next", "pixels"]]).cpu().numpy()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(str(path), frames, fps=fps, macro_block_size=1)
+    return float(rollout["next", "reward"].sum())

@@ -1,0 +1,131 @@
+"""End-to-end runs of the SAC recipe on Pendulum-v1: outputs, W&B offline, resume, bad config."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from sac_tr.checkpoint import CheckpointError, load_checkpoint
+from sac_tr.config import ConfigError
+from sac_tr.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = [
+    "env=pendulum",
+    "env.init_random_frames=100",
+    "batch_size=32",
+    "network.hidden_sizes=[32,32]",
+    "eval.every_frames=100",
+    "eval.episodes=2",
+    "eval.max_steps=50",
+    "checkpoint.every_frames=100",
+    "log_every_updates=50",
+    "progress=false",
+    "threads=1",
+]
+
+
+def make_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="sac_mujoco", overrides=[*FAST, *overrides])
+
+
+def test_short_run_writes_eval_csv_checkpoint_and_video(tmp_path):
+    cfg = make_cfg("total_frames=300", "logger=csv", "eval.video_every=3")
+    summary = train(cfg, tmp_path)
+    rows = (tmp_path / "eval.csv").read_text().splitlines()
+    assert rows[0] == "frames,updates,return_mean,return_std,episodes,wall_time_s"
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [100, 200, 300]
+    # Updates start after the random frames: one per frame from frame 100 (UTD 1).
+    assert summary.frames == 300 and summary.updates == 201
+    assert [int(r.split(",")[1]) for r in rows[1:]] == [1, 101, 201]
+    assert (tmp_path / "csv").is_dir()
+    videos = sorted((tmp_path / "videos").glob("*.mp4"))
+    assert [v.name for v in videos] == ["eval_000000100.mp4"]  # evals 1, 4, 7, ... record
+    assert videos[0].stat().st_size > 1000
+    state = load_checkpoint(tmp_path)
+    assert state["frames"] == 300 and state["updates"] == 201
+    assert set(state["loss"]) >= {"target_value_network_params.module.0.weight"}
+
+
+def test_wandb_offline_run_is_written_locally(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = make_cfg("total_frames=200", "logger=wandb", "eval.video_every=1")
+    train(cfg, tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "an offline run directory for `wandb sync`"
+    assert list(runs[0].glob("*.wandb")), "the run's event log"
+    assert list(runs[0].rglob("*.mp4")), "the eval video logged to the run"
+
+
+def test_resume_continues_counters_and_parameters(tmp_path):
+    first = train(
+        make_cfg("total_frames=200", "logger=none", "checkpoint.save_buffer=true"), tmp_path
+    )
+    saved = load_checkpoint(first.checkpoint)
+    resumed = train(make_cfg("total_frames=300", "logger=none", f"resume={tmp_path}"), "/unused")
+    assert resumed.run_dir == tmp_path
+    state = load_checkpoint(resumed.checkpoint)
+    assert (saved["frames"], state["frames"]) == (200, 300)
+    assert state["updates"] == saved["updates"] + 100  # no new random phase after resuming
+    rows = (tmp_path / "eval.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [100, 200, 300]
+    # Learning continued from the saved parameters, not from a fresh initialisation.
+    key = "value_network_params.module.0.weight"
+    moved = (state["loss"][key] - saved["loss"][key]).abs().max()
+    assert 0 < moved < 0.1 * saved["loss"][key].abs().max()
+    assert state["optimizer"]["state"][0]["step"] == saved["optimizer"]["state"][0]["step"] + 100
+
+
+def test_truncated_checkpoint_is_reported_by_name(tmp_path):
+    bad = tmp_path / "checkpoints" / "latest.pt"
+    bad.parent.mkdir(parents=True)
+    torch.save({"frames": 1, "loss": {}}, bad)
+    bad.write_bytes(bad.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=r"latest\.pt.*truncated"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("env.id=HalfCheetah-v3", "'HalfCheetah-v3' cannot be made here.*HalfCheetah-v5"),
+        ("env.id=Nope-v0", "Unknown environment id 'Nope-v0'"),
+        ("batch_size=-4", r"batch_size=-4: must be a positive integer"),
+        ("loss.gamma=1.5", r"loss.gamma=1.5: must be in \[0, 1\)"),
+        ("target_update.kind=polyak", "target_update.kind='polyak'"),
+        ("resume=/no/such/run", "resume='/no/such/run': no such file"),
+    ],
+)
+def test_bad_config_fails_before_training(override, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        train(make_cfg(override), tmp_path)
+    assert not (tmp_path / "eval.csv").exists()
+
+
+def test_recipe_command_line_rejects_bad_and_unknown_keys(tmp_path):
+    def run(*args):
+        return subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "recipes" / "sac_mujoco.py"),
+                *args,
+                f"hydra.run.dir={tmp_path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+
+    bad = run("env=pendulum", "total_frames=0")
+    assert bad.returncode == 2 and "total_frames=0: must be a positive integer" in bad.stderr
+    unknown = run("env=pendulum", "totl_frames=10")
+    assert unknown.returncode != 0 and "totl_frames" in unknown.stderr
+    missing_env = run("env=cartpole")
+    assert missing_env.returncode != 0 and "cartpole" in missing_env.stderr
