@@ -194,3 +194,39 @@ def test_bad_input_is_explained():
             soft_policy_iteration(m, gamma, 0.5)
     with pytest.raises(TypeError, match="toy-text"):
         mdp_from_gym(gym.make("Pendulum-v1"))
+
+
+def test_recipe_prints_convergence_and_writes_plot(tmp_path):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "soft_policy_iteration.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(recipe),
+            "env=frozen_lake",
+            "alpha=0.001",
+            "episodes=200",
+            "logger.backend=none",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    gap = float(re.search(r"max \|Q_SPI - Q_soft-value-iteration\| = (\S+)", done.stdout).group(1))
+    assert gap < 1e-8
+    assert (tmp_path / "convergence.png").stat().st_size > 10_000
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    assert rows[0] == "iteration,soft_value,policy_change" and len(rows) >= 3
+    bad = subprocess.run(
+        [sys.executable, str(recipe), "alpha=-1", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "alpha (the temperature) must be > 0" in bad.stderr
