@@ -53,6 +53,7 @@ def make_env(
     check_env_id(env_id)
     if from_pixels:
         os.environ.setdefault("MUJOCO_GL", "egl")
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # classic-control renders with pygame
     base = GymEnv(env_id, device=device, from_pixels=from_pixels, pixels_only=False)
     env = TransformedEnv(base, Compose(DoubleToFloat(), StepCounter(), RewardSum(), InitTracker()))
     if seed is not None:

@@ -62,11 +62,12 @@ def test_wandb_offline_run_is_written_locally(tmp_path, monkeypatch):
 
 
 def test_resume_continues_counters_and_parameters(tmp_path):
-    first = train(
-        make_cfg("total_frames=200", "logger=none", "checkpoint.save_buffer=true"), tmp_path
-    )
+    # A small learning rate: 100 Adam steps then move a weight by a few 0.01 at most, while a
+    # fresh initialisation would differ from the saved weights by order 1.
+    common = ("logger=none", "env.lr=1e-4")
+    first = train(make_cfg("total_frames=200", "checkpoint.save_buffer=true", *common), tmp_path)
     saved = load_checkpoint(first.checkpoint)
-    resumed = train(make_cfg("total_frames=300", "logger=none", f"resume={tmp_path}"), "/unused")
+    resumed = train(make_cfg("total_frames=300", f"resume={tmp_path}", *common), "/unused")
     assert resumed.run_dir == tmp_path
     state = load_checkpoint(resumed.checkpoint)
     assert (saved["frames"], state["frames"]) == (200, 300)
@@ -129,3 +130,32 @@ def test_recipe_command_line_rejects_bad_and_unknown_keys(tmp_path):
     assert unknown.returncode != 0 and "totl_frames" in unknown.stderr
     missing_env = run("env=cartpole")
     assert missing_env.returncode != 0 and "cartpole" in missing_env.stderr
+
+
+def test_evaluate_recipe_reports_the_saved_policy(tmp_path):
+    train(make_cfg("total_frames=200", "logger=none"), tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "evaluate.py"),
+            f"checkpoint={tmp_path}",
+            "episodes=2",
+            "max_steps=50",
+            "video=true",
+            f"video_path={tmp_path / 'play.mp4'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Pendulum-v1, checkpoint at 200 frames" in done.stdout
+    assert "over 2 episodes" in done.stdout
+    assert (tmp_path / "play.mp4").stat().st_size > 1000
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "evaluate.py"), "checkpoint=/nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and "No checkpoint at '/nope'" in missing.stderr

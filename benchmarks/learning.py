@@ -1,0 +1,212 @@
+"""Learning benchmark: sac_tr's recipe against Stable-Baselines3 SAC, same machine, seeds, schedule.
+
+    python benchmarks/learning.py pendulum --seeds 0 1 2            # ours only
+    python benchmarks/learning.py halfcheetah --seeds 0 1 --sb3     # with SB3 (pip install -e ".[bench]")
+
+Every run is its own process with one torch thread; ``--jobs`` runs that many at once (default:
+the number of cores). Both libraries are evaluated the same way: every ``eval_every`` frames,
+10 episodes of the deterministic policy on a separate environment. Prints, per checkpoint, the
+mean eval return of each seed and their mean, the targets, and frames per second of the whole
+loop (wall time including evaluation, the same for both). Results go to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = {
+    # name: gymnasium id, frames, eval schedule, checkpoints to report, our overrides, SB3 kwargs,
+    # and the issue's targets (mean over seeds, worst seed) at the last checkpoint.
+    "pendulum": {
+        "id": "Pendulum-v1",
+        "frames": 10_000,
+        "eval_every": 500,
+        "report": [2_500, 5_000, 10_000],
+        "ours": [],
+        "sb3": {"learning_rate": 1e-3},
+        "target_mean": -150.0,
+        "target_each": -200.0,
+    },
+    "halfcheetah": {
+        "id": "HalfCheetah-v5",
+        "frames": 100_000,
+        "eval_every": 10_000,
+        "report": [30_000, 50_000, 80_000, 100_000],
+        "ours": [],
+        "sb3": {"learning_starts": 10_000},
+        "target_mean": 5_000.0,
+        "target_each": None,
+    },
+    "hopper": {
+        "id": "Hopper-v5",
+        "frames": 100_000,
+        "eval_every": 10_000,
+        "report": [30_000, 50_000, 100_000],
+        "ours": [],
+        "sb3": {"learning_starts": 1_000},
+        "target_mean": None,
+        "target_each": None,
+    },
+}
+
+
+def run_ours(name: str, preset: dict, seed: int, out_dir: Path, extra: list[str]) -> dict:
+    run_dir = out_dir / f"ours_seed{seed}"
+    cmd = [
+        sys.executable,
+        str(ROOT / "recipes" / "sac_mujoco.py"),
+        f"env={name}",
+        f"seed={seed}",
+        f"total_frames={preset['frames']}",
+        f"eval.every_frames={preset['eval_every']}",
+        "eval.video_every=0",
+        "logger=none",
+        "progress=false",
+        "threads=1",
+        f"checkpoint.every_frames={preset['frames']}",
+        f"hydra.run.dir={run_dir}",
+        *preset["ours"],
+        *extra,
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - start
+    with (run_dir / "eval.csv").open() as f:
+        curve = {int(r["frames"]): float(r["return_mean"]) for r in csv.DictReader(f)}
+    return {"lib": "ours", "seed": seed, "curve": curve, "wall_s": wall}
+
+
+def run_sb3(name: str, preset: dict, seed: int, out_dir: Path) -> dict:
+    out = out_dir / f"sb3_seed{seed}.json"
+    cmd = [sys.executable, __file__, name, "--sb3-worker", str(seed), "--out", str(out)]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - start
+    curve = {int(k): v for k, v in json.loads(out.read_text()).items()}
+    return {"lib": "sb3", "seed": seed, "curve": curve, "wall_s": wall}
+
+
+def sb3_worker(name: str, seed: int, out: Path) -> None:
+    """Train Stable-Baselines3 SAC (its defaults plus the preset's kwargs) and evaluate it like ours."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    torch.set_num_threads(1)
+    preset = PRESETS[name]
+    eval_env = gym.make(preset["id"])
+    eval_env.reset(seed=seed + 10_000)
+    curve: dict[int, float] = {}
+
+    class Evaluate(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % preset["eval_every"] == 0:
+                returns, _ = evaluate_policy(
+                    self.model,
+                    eval_env,
+                    n_eval_episodes=10,
+                    deterministic=True,
+                    return_episode_rewards=True,
+                )
+                curve[self.num_timesteps] = float(np.mean(returns))
+            return True
+
+    model = SAC("MlpPolicy", gym.make(preset["id"]), seed=seed, verbose=0, **preset["sb3"])
+    model.learn(total_timesteps=preset["frames"], callback=Evaluate())
+    out.write_text(json.dumps(curve))
+
+
+def report(name: str, preset: dict, results: list[dict]) -> None:
+    libs = sorted({r["lib"] for r in results}, reverse=True)
+    print(
+        f"\n{preset['id']}: deterministic eval return (10 episodes) by frames; one column per seed"
+    )
+    header = f"{'frames':>8} | " + " | ".join(
+        f"{lib:>5} "
+        + " ".join(f"s{r['seed']:<7}" for r in results if r["lib"] == lib)
+        + f" {'mean':>8}"
+        for lib in libs
+    )
+    print(header)
+    for frames in preset["report"]:
+        cells = []
+        for lib in libs:
+            vals = [r["curve"].get(frames, float("nan")) for r in results if r["lib"] == lib]
+            cells.append(
+                f"{'':>5} "
+                + " ".join(f"{v:<8.1f}" for v in vals)
+                + f" {sum(vals) / len(vals):>8.1f}"
+            )
+        print(f"{frames:>8} | " + " | ".join(cells))
+    for lib in libs:
+        runs = [r for r in results if r["lib"] == lib]
+        fps = sum(preset["frames"] / r["wall_s"] for r in runs) / len(runs)
+        print(
+            f"{lib}: {fps:.1f} frames/s per run (whole loop incl. evaluation, 1 thread, "
+            f"{len(runs)} runs, wall " + ", ".join(f"{r['wall_s']:.0f}s" for r in runs) + ")"
+        )
+    last = preset["report"][-1]
+    ours = [r["curve"].get(last, float("nan")) for r in results if r["lib"] == "ours"]
+    if ours and preset["target_mean"] is not None:
+        mean = sum(ours) / len(ours)
+        verdict = mean >= preset["target_mean"] and (
+            preset["target_each"] is None or min(ours) >= preset["target_each"]
+        )
+        print(
+            f"target at {last} frames: mean >= {preset['target_mean']}"
+            + (
+                f", every seed >= {preset['target_each']}"
+                if preset["target_each"] is not None
+                else ""
+            )
+            + f" -> mean {mean:.1f}, worst {min(ours):.1f}: {'MET' if verdict else 'NOT MET'}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("env", choices=sorted(PRESETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 SAC")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--sb3-worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "overrides", nargs="*", default=[], help="extra hydra overrides for our recipe"
+    )
+    args = parser.parse_args()
+    if args.sb3_worker is not None:
+        sb3_worker(args.env, args.sb3_worker, args.out)
+        return
+    preset = PRESETS[args.env]
+    out_dir = (
+        args.out
+        or ROOT / "benchmarks" / "results" / f"learning_{args.env}_{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(run_ours, (args.env, preset, s, out_dir, args.overrides)) for s in args.seeds]
+    if args.sb3:
+        jobs += [(run_sb3, (args.env, preset, s, out_dir)) for s in args.seeds]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(lambda job: job[0](*job[1]), jobs))
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"machine: {os.cpu_count()} cores; results in {out_dir}")
+    report(args.env, preset, results)
+
+
+if __name__ == "__main__":
+    main()
