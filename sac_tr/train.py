@@ -88,13 +88,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         frames, updates, evals = resumed["frames"], resumed["updates"], resumed["evals"]
         update_credit, wandb_id = resumed["update_credit"], resumed.get("wandb_id") or None
         _restore(agent, buffer, resumed, run_dir)
-    collector = make_collector(
-        lambda: make_env(cfg.env.id, seed=cfg.seed + frames),
-        agent.actor,
-        frames_per_batch=cfg.frames_per_batch,
-        total_frames=cfg.total_frames - frames,
-        init_random_frames=max(0, cfg.env.init_random_frames - frames),
-        device=device,
+    remaining = cfg.total_frames - frames
+    collector = (
+        make_collector(
+            lambda: make_env(cfg.env.id, seed=cfg.seed + frames),
+            agent.actor,
+            frames_per_batch=cfg.frames_per_batch,
+            total_frames=remaining,
+            init_random_frames=max(0, cfg.env.init_random_frames - frames),
+            device=device,
+        )
+        if remaining > 0
+        else None
     )
     logger = make_logger(
         cfg.logger.backend,
@@ -132,8 +137,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
             logger=logger,
         )
 
-    ckpt_path = run_dir / "checkpoints" / "latest.pt"
-    for batch in collector:
+    ckpt_path, saved_at = None, None
+    for batch in collector or ():
         # --- Environment step(s): a_t ~ pi_phi(.|s_t), s_{t+1} ~ p; D <- D u {(s, a, r, s')}.
         new_frames = batch.numel()
         frames += new_frames
@@ -196,7 +201,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
                 log_video_file(logger, "eval/video", video, frames)
 
         if _crossed(frames, new_frames, cfg.checkpoint.every_frames) or frames >= cfg.total_frames:
-            ckpt_path = checkpoint()
+            ckpt_path, saved_at = checkpoint(), frames
         progress.update(new_frames)
         progress.set_postfix(
             sps=f"{(frames - start_frames) / (time.perf_counter() - start):.0f}",
@@ -206,8 +211,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         )
 
     progress.close()
-    collector.shutdown()
-    if frames < cfg.total_frames or not ckpt_path.exists():
+    if collector is not None:
+        collector.shutdown()
+    if saved_at != frames:  # the loop has not saved this state yet
         ckpt_path = checkpoint()
     if (
         logger is not None
