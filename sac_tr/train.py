@@ -1,10 +1,14 @@
-"""The SAC training loop (the paper's Algorithm 1), read top to bottom in one function: ``train``."""
+"""The SAC training loop (the paper's Algorithm 1): ``train`` reads top to bottom.
+
+``train`` is the loop; ``TrainingRun`` holds what the loop works on (environments, agent, replay
+buffer, logger, counters) and does each step's bookkeeping in one small method.
+"""
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from tqdm import tqdm
 
-from sac_tr.agent import SACAgent, make_agent, update
+from sac_tr.agent import make_agent, update
 from sac_tr.checkpoint import (
     find_checkpoint,
     get_rng_state,
@@ -27,12 +31,12 @@ from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.tracking import EvalCSV, log_metrics, log_video_file, make_logger
 
-__all__ = ["TrainSummary", "resolve_device", "train"]
+__all__ = ["Counters", "TrainSummary", "TrainingRun", "resolve_device", "train"]
 
 
 @dataclass
 class TrainSummary:
-    """What a finished (or resumed-and-finished) run reports."""
+    """What a finished run reports."""
 
     run_dir: Path
     frames: int
@@ -42,17 +46,21 @@ class TrainSummary:
     frames_per_second: float
 
 
+@dataclass
+class Counters:
+    """Progress of a run, saved in every checkpoint."""
+
+    frames: int = 0
+    updates: int = 0
+    evals: int = 0
+    update_credit: float = 0.0  # fractional updates owed when utd_ratio is not an integer
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when available, else CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _crossed(frames: int, new_frames: int, every: int) -> bool:
@@ -64,214 +72,205 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     """Train SAC as configured; outputs (eval.csv, checkpoints, videos, logs) go to ``run_dir``.
 
     With ``cfg.resume`` set, everything learned so far is restored from that checkpoint and the
-    frame counter continues where it stopped.
+    counters continue where they stopped, in the original run directory.
     """
     validate_config(cfg)  # fail on a typo before any environment or network is built
-    run_dir = Path(run_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    _seed_everything(cfg.seed)
-    resumed = load_checkpoint(cfg.resume) if cfg.resume else None
-    if resumed is not None:  # continue in the run's own directory
-        run_dir = find_checkpoint(cfg.resume).parent.parent
+    run = TrainingRun(cfg, Path(run_dir))
+    for batch in run.collector or ():
+        new_frames = run.store(batch)  # a_t ~ pi(.|s_t), s_t+1 ~ p;  D <- D u {(s, a, r, s')}
+        run.learn(new_frames)  # V_psi, pi_phi, Q_theta_i steps, then psibar <- tau psi + ...
+        run.collector.update_policy_weights_()
+        run.log_losses()
+        frames = run.counters.frames
+        if _crossed(frames, new_frames, cfg.eval.every_frames) or frames >= cfg.total_frames:
+            run.evaluate()  # the deterministic policy tanh(mu(s)), as in the paper
+        if _crossed(frames, new_frames, cfg.checkpoint.every_frames) or frames >= cfg.total_frames:
+            run.save()
+        run.show_progress(new_frames)
+    return run.finish()
 
-    # --- Build: environments, the agent (pi_phi, Q_theta1,2, V_psi, V_psibar), replay buffer D.
-    train_env = make_env(cfg.env.id, seed=cfg.seed)
-    eval_env = make_env(cfg.env.id, seed=cfg.seed + 10_000)
-    agent = make_agent(train_env, cfg, device)
-    buffer = make_replay_buffer(cfg.buffer, cfg.batch_size, run_dir, device)
-    frames = updates = evals = 0
-    update_credit = 0.0
-    wandb_id = None
-    if resumed is not None:
-        frames, updates, evals = resumed["frames"], resumed["updates"], resumed["evals"]
-        update_credit, wandb_id = resumed["update_credit"], resumed.get("wandb_id") or None
-        _restore(agent, buffer, resumed, run_dir)
-    remaining = cfg.total_frames - frames
-    collector = (
-        make_collector(
-            lambda: make_env(cfg.env.id, seed=cfg.seed + frames),
-            agent.actor,
-            frames_per_batch=cfg.frames_per_batch,
-            total_frames=remaining,
-            init_random_frames=max(0, cfg.env.init_random_frames - frames),
-            device=device,
+
+class TrainingRun:
+    """Everything one training run works on, built (and restored when resuming) from ``cfg``."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        resumed = load_checkpoint(cfg.resume) if cfg.resume else None
+        self.run_dir = find_checkpoint(cfg.resume).parent.parent if resumed else run_dir
+
+        # Environments, the agent (pi_phi, Q_theta_1,2, V_psi, V_psibar) and the replay buffer D.
+        self.eval_env = make_env(cfg.env.id, seed=cfg.seed + 10_000)
+        self.video_env = None
+        self.agent = make_agent(make_env(cfg.env.id, seed=cfg.seed), cfg, self.device)
+        self.buffer = make_replay_buffer(cfg.buffer, cfg.batch_size, self.run_dir, self.device)
+        self.counters = Counters()
+        if resumed:
+            self._restore(resumed)
+        frames = self.counters.frames
+        self.collector = (
+            make_collector(
+                lambda: make_env(cfg.env.id, seed=cfg.seed + frames),
+                self.agent.actor,
+                frames_per_batch=cfg.frames_per_batch,
+                total_frames=cfg.total_frames - frames,
+                init_random_frames=max(0, cfg.env.init_random_frames - frames),
+                device=self.device,
+            )
+            if frames < cfg.total_frames
+            else None
         )
-        if remaining > 0
-        else None
-    )
-    logger = make_logger(
-        cfg.logger.backend,
-        run_dir,
-        exp_name=f"sac_{cfg.env.name}_seed{cfg.seed}",
-        project=cfg.logger.project,
-        wandb_mode=cfg.logger.wandb_mode,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        run_id=wandb_id,
-    )
-    eval_csv = EvalCSV(run_dir)
-    video_env = None
-    last_eval = float("nan")
-    losses_sum: TensorDictBase | None = None
-    losses_count = 0
-    start, start_frames = time.perf_counter(), frames
-    progress = tqdm(
-        total=cfg.total_frames,
-        initial=frames,
-        unit="frame",
-        disable=not cfg.progress,
-        dynamic_ncols=True,
-    )
-
-    def checkpoint() -> Path:
-        return _save(
-            agent,
-            buffer,
-            cfg,
-            run_dir,
-            frames=frames,
-            updates=updates,
-            evals=evals,
-            update_credit=update_credit,
-            logger=logger,
+        self.logger = make_logger(
+            cfg.logger.backend,
+            self.run_dir,
+            exp_name=f"sac_{cfg.env.name}_seed{cfg.seed}",
+            project=cfg.logger.project,
+            wandb_mode=cfg.logger.wandb_mode,
+            config=OmegaConf.to_container(cfg, resolve=True),
+            run_id=(resumed or {}).get("wandb_id") or None,
+        )
+        self.eval_csv = EvalCSV(self.run_dir)
+        self.last_eval = float("nan")
+        self.losses_sum: TensorDictBase | None = None
+        self.losses_count = 0
+        self.checkpoint_path: Path | None = None
+        self.saved_at: int | None = None
+        self.start, self.start_frames = time.perf_counter(), frames
+        self.progress = tqdm(
+            total=cfg.total_frames,
+            initial=frames,
+            unit="frame",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
         )
 
-    ckpt_path, saved_at = None, None
-    for batch in collector or ():
-        # --- Environment step(s): a_t ~ pi_phi(.|s_t), s_{t+1} ~ p; D <- D u {(s, a, r, s')}.
+    # ------------------------------------------------------------------ one step of the loop
+    def store(self, batch: TensorDictBase) -> int:
+        """Add the collected transitions to D; log finished training episodes. Returns frames."""
         new_frames = batch.numel()
-        frames += new_frames
-        buffer.extend(batch.select(*agent.loss.in_keys, ("next", "done"), strict=False).to("cpu"))
+        self.counters.frames += new_frames
+        keys = (*self.agent.loss.in_keys, ("next", "done"))
+        self.buffer.extend(batch.select(*keys, strict=False).to("cpu"))
         finished = batch["next", "done"].squeeze(-1)
         if finished.any():
-            log_metrics(
-                logger,
-                {"train/episode_return": batch["next", "episode_reward"][finished].mean()},
-                frames,
-            )
+            returns = batch["next", "episode_reward"][finished]
+            log_metrics(self.logger, {"train/episode_return": returns.mean()}, self.counters.frames)
+        return new_frames
 
-        # --- Gradient step(s): V_psi, pi_phi, Q_theta_i, then psibar <- tau psi + (1-tau) psibar.
-        if frames >= cfg.env.init_random_frames and len(buffer) >= cfg.batch_size:
-            update_credit += new_frames * cfg.utd_ratio
-            while update_credit >= 1.0:
-                out = update(agent, buffer.sample().to(device))
-                losses_sum = out if losses_sum is None else losses_sum + out
-                losses_count += 1
-                updates += 1
-                update_credit -= 1.0
-        collector.update_policy_weights_()
+    def learn(self, new_frames: int) -> None:
+        """``utd_ratio`` gradient steps per new frame, once the random-exploration phase is over."""
+        cfg, c = self.cfg, self.counters
+        if c.frames < cfg.env.init_random_frames or len(self.buffer) < cfg.batch_size:
+            return
+        c.update_credit += new_frames * cfg.utd_ratio
+        while c.update_credit >= 1.0:
+            out = update(self.agent, self.buffer.sample().to(self.device))
+            self.losses_sum = out if self.losses_sum is None else self.losses_sum + out
+            self.losses_count += 1
+            c.updates += 1
+            c.update_credit -= 1.0
 
-        if losses_count >= cfg.log_every_updates:
-            elapsed = time.perf_counter() - start
-            metrics = {f"train/{k}": v for k, v in (losses_sum / losses_count).items()}
-            metrics.update(
-                {
-                    "charts/frames_per_second": (frames - start_frames) / elapsed,
-                    "charts/updates": updates,
-                }
-            )
-            log_metrics(logger, metrics, frames)
-            losses_sum, losses_count = None, 0
+    def log_losses(self) -> None:
+        """Every ``log_every_updates`` updates: mean losses and diagnostics, speed (one host sync)."""
+        if self.losses_count < self.cfg.log_every_updates:
+            return
+        metrics = {f"train/{k}": v for k, v in (self.losses_sum / self.losses_count).items()}
+        metrics["charts/frames_per_second"] = self._frames_per_second()
+        metrics["charts/updates"] = self.counters.updates
+        log_metrics(self.logger, metrics, self.counters.frames)
+        self.losses_sum, self.losses_count = None, 0
 
-        # --- Evaluation of the deterministic policy tanh(mu(s)), every eval.every_frames frames.
-        if _crossed(frames, new_frames, cfg.eval.every_frames) or frames >= cfg.total_frames:
-            returns = evaluate(eval_env, agent.actor, cfg.eval.episodes, cfg.eval.max_steps)
-            evals += 1
-            last_eval = float(returns.mean())
-            eval_csv.append(
-                frames=frames,
-                updates=updates,
-                return_mean=last_eval,
-                return_std=float(returns.std(unbiased=False)),
-                episodes=len(returns),
-                wall_time_s=round(time.perf_counter() - start, 2),
-            )
-            log_metrics(
-                logger,
-                {"eval/return_mean": last_eval, "eval/return_std": returns.std(unbiased=False)},
-                frames,
-            )
-            if cfg.eval.video_every and (evals - 1) % cfg.eval.video_every == 0:
-                video_env = video_env or make_env(
-                    cfg.env.id, seed=cfg.seed + 20_000, from_pixels=True
-                )
-                video = run_dir / "videos" / f"eval_{frames:09d}.mp4"
-                record_video(video_env, agent.actor, video, cfg.eval.max_steps)
-                log_video_file(logger, "eval/video", video, frames)
+    def evaluate(self) -> None:
+        """Evaluate the deterministic policy; append to eval.csv; record a video when due."""
+        cfg, c = self.cfg, self.counters
+        returns = evaluate(self.eval_env, self.agent.actor, cfg.eval.episodes, cfg.eval.max_steps)
+        c.evals += 1
+        self.last_eval = float(returns.mean())
+        std = float(returns.std(unbiased=False))
+        self.eval_csv.append(
+            frames=c.frames,
+            updates=c.updates,
+            return_mean=self.last_eval,
+            return_std=std,
+            episodes=len(returns),
+            wall_time_s=round(time.perf_counter() - self.start, 2),
+        )
+        log_metrics(
+            self.logger, {"eval/return_mean": self.last_eval, "eval/return_std": std}, c.frames
+        )
+        if cfg.eval.video_every and (c.evals - 1) % cfg.eval.video_every == 0:
+            if self.video_env is None:
+                self.video_env = make_env(cfg.env.id, seed=cfg.seed + 20_000, from_pixels=True)
+            video = self.run_dir / "videos" / f"eval_{c.frames:09d}.mp4"
+            record_video(self.video_env, self.agent.actor, video, cfg.eval.max_steps)
+            log_video_file(self.logger, "eval/video", video, c.frames)
 
-        if _crossed(frames, new_frames, cfg.checkpoint.every_frames) or frames >= cfg.total_frames:
-            ckpt_path, saved_at = checkpoint(), frames
-        progress.update(new_frames)
-        progress.set_postfix(
-            sps=f"{(frames - start_frames) / (time.perf_counter() - start):.0f}",
-            updates=updates,
-            eval=f"{last_eval:.1f}",
+    def save(self) -> Path:
+        """Write ``checkpoints/latest.pt``: networks and targets (the loss's state), optimizer,
+        counters, RNG states, the W&B run id and, if asked, the replay buffer."""
+        ckpt_dir = self.run_dir / "checkpoints"
+        if self.cfg.checkpoint.save_buffer:
+            (ckpt_dir / "buffer").mkdir(parents=True, exist_ok=True)
+            self.buffer.dumps(ckpt_dir / "buffer")
+        state = {
+            **asdict(self.counters),
+            "loss": self.agent.loss.state_dict(),
+            "optimizer": self.agent.optimizer.state_dict(),
+            "target_updater_counter": getattr(self.agent.target_updater, "counter", 0),
+            "rng": get_rng_state(),
+            "wandb_id": getattr(getattr(self.logger, "experiment", None), "id", "") or "",
+            "has_buffer": bool(self.cfg.checkpoint.save_buffer),
+            "config": OmegaConf.to_yaml(self.cfg),
+        }
+        self.checkpoint_path = save_checkpoint(state, ckpt_dir / "latest.pt")
+        self.saved_at = self.counters.frames
+        return self.checkpoint_path
+
+    def show_progress(self, new_frames: int) -> None:
+        self.progress.update(new_frames)
+        self.progress.set_postfix(
+            sps=f"{self._frames_per_second():.0f}",
+            updates=self.counters.updates,
+            eval=f"{self.last_eval:.1f}",
             refresh=False,
         )
 
-    progress.close()
-    if collector is not None:
-        collector.shutdown()
-    if saved_at != frames:  # the loop has not saved this state yet
-        ckpt_path = checkpoint()
-    if (
-        logger is not None
-        and hasattr(logger, "experiment")
-        and hasattr(logger.experiment, "finish")
-    ):
-        logger.experiment.finish()
-    elapsed = time.perf_counter() - start
-    return TrainSummary(
-        run_dir=run_dir,
-        frames=frames,
-        updates=updates,
-        last_eval_return=last_eval,
-        checkpoint=ckpt_path,
-        frames_per_second=(frames - start_frames) / elapsed,
-    )
+    def finish(self) -> TrainSummary:
+        """Close everything; make sure the final state is checkpointed."""
+        self.progress.close()
+        if self.collector is not None:
+            self.collector.shutdown()
+        if self.saved_at != self.counters.frames:
+            self.save()
+        experiment = getattr(self.logger, "experiment", None)
+        if hasattr(experiment, "finish"):
+            experiment.finish()
+        return TrainSummary(
+            run_dir=self.run_dir,
+            frames=self.counters.frames,
+            updates=self.counters.updates,
+            last_eval_return=self.last_eval,
+            checkpoint=self.checkpoint_path,
+            frames_per_second=self._frames_per_second(),
+        )
 
+    # ------------------------------------------------------------------ helpers
+    def _frames_per_second(self) -> float:
+        return (self.counters.frames - self.start_frames) / max(
+            time.perf_counter() - self.start, 1e-9
+        )
 
-def _save(
-    agent: SACAgent,
-    buffer,
-    cfg: DictConfig,
-    run_dir: Path,
-    *,
-    frames: int,
-    updates: int,
-    evals: int,
-    update_credit: float,
-    logger,
-) -> Path:
-    """Write ``run_dir/checkpoints/latest.pt``: networks and targets (the loss's state), the
-    optimizer, counters, RNG states, the W&B run id and, if asked, the replay buffer."""
-    ckpt_dir = run_dir / "checkpoints"
-    if cfg.checkpoint.save_buffer:
-        (ckpt_dir / "buffer").mkdir(parents=True, exist_ok=True)
-        buffer.dumps(ckpt_dir / "buffer")
-    experiment = getattr(logger, "experiment", None)
-    state = {
-        "frames": frames,
-        "updates": updates,
-        "evals": evals,
-        "update_credit": update_credit,
-        "loss": agent.loss.state_dict(),
-        "optimizer": agent.optimizer.state_dict(),
-        "target_updater_counter": getattr(agent.target_updater, "counter", 0),
-        "rng": get_rng_state(),
-        "wandb_id": getattr(experiment, "id", "") or "",
-        "has_buffer": bool(cfg.checkpoint.save_buffer),
-        "config": OmegaConf.to_yaml(cfg),
-    }
-    return save_checkpoint(state, ckpt_dir / "latest.pt")
-
-
-def _restore(agent: SACAgent, buffer, state: dict, run_dir: Path) -> None:
-    agent.loss.load_state_dict(state["loss"])
-    agent.optimizer.load_state_dict(state["optimizer"])
-    if hasattr(agent.target_updater, "counter"):
-        agent.target_updater.counter = state["target_updater_counter"]
-    set_rng_state(state["rng"])
-    if state.get("has_buffer"):
-        buffer.loads(run_dir / "checkpoints" / "buffer")
+    def _restore(self, state: dict) -> None:
+        self.counters = Counters(**{k: state[k] for k in asdict(Counters())})
+        self.agent.loss.load_state_dict(state["loss"])
+        self.agent.optimizer.load_state_dict(state["optimizer"])
+        if hasattr(self.agent.target_updater, "counter"):
+            self.agent.target_updater.counter = state["target_updater_counter"]
+        set_rng_state(state["rng"])
+        if state.get("has_buffer"):
+            self.buffer.loads(self.run_dir / "checkpoints" / "buffer")
