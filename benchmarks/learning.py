@@ -113,6 +113,7 @@ def sb3_worker(name: str, seed: int, out: Path) -> None:
     class Evaluate(BaseCallback):
         def _on_step(self) -> bool:
             if self.num_timesteps % preset["eval_every"] == 0:
+                eval_env.reset(seed=seed + 10_000)  # the same initial states at every evaluation
                 returns, _ = evaluate_policy(
                     self.model,
                     eval_env,

@@ -15,13 +15,21 @@ __all__ = ["evaluate", "record_video"]
 
 @torch.no_grad()
 def evaluate(
-    env: EnvBase, actor: TensorDictModuleBase, episodes: int, max_steps: int
+    env: EnvBase,
+    actor: TensorDictModuleBase,
+    episodes: int,
+    max_steps: int,
+    seed: int | None = None,
 ) -> torch.Tensor:
     """Undiscounted returns of ``episodes`` episodes of the deterministic policy a = tanh(mu(s)).
 
     Each episode runs until the environment terminates or truncates (its own time limit) or
-    ``max_steps`` steps, whichever comes first.  Returns a float tensor ``[episodes]``.
+    ``max_steps`` steps, whichever comes first. With ``seed``, the environment is reseeded first,
+    so every evaluation of a run starts from the same initial states and successive evaluations
+    differ only by the policy. Returns a float tensor ``[episodes]``.
     """
+    if seed is not None:
+        env.set_seed(seed)
     returns = torch.empty(episodes)
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         for i in range(episodes):

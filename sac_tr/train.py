@@ -188,7 +188,13 @@ class TrainingRun:
     def evaluate(self) -> None:
         """Evaluate the deterministic policy; append to eval.csv; record a video when due."""
         cfg, c = self.cfg, self.counters
-        returns = evaluate(self.eval_env, self.agent.actor, cfg.eval.episodes, cfg.eval.max_steps)
+        returns = evaluate(
+            self.eval_env,
+            self.agent.actor,
+            cfg.eval.episodes,
+            cfg.eval.max_steps,
+            seed=cfg.seed + 10_000,
+        )
         c.evals += 1
         self.last_eval = float(returns.mean())
         std = float(returns.std(unbiased=False))
