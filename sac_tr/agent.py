@@ -14,7 +14,7 @@ from torchrl.objectives import LossModule
 from torchrl.objectives.utils import TargetNetUpdater
 
 from sac_tr.envs import observation_dim
-from sac_tr.losses import SACv1Loss
+from sac_tr.losses import SACv1Loss, SACv2Loss
 from sac_tr.modules import make_actor, make_qvalue, make_value
 from sac_tr.targets import make_target_updater
 
@@ -35,8 +35,8 @@ class SACAgent:
 
 
 def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
-    """Build the SAC-v1 agent for ``env`` from ``cfg.network``, ``cfg.loss``, ``cfg.optim`` and
-    ``cfg.target_update``."""
+    """Build the SAC agent for ``env`` from ``cfg.network``, ``cfg.loss`` (``sac_v1`` or
+    ``sac_v2``), ``cfg.optim`` and ``cfg.target_update``."""
     obs_dim = observation_dim(env)
     act_dim = int(env.action_spec.shape[-1])
     net = {
@@ -49,14 +49,26 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
         log_std_bounds=(cfg.network.log_std_min, cfg.network.log_std_max),
         **net,
     )
-    loss = SACv1Loss(
-        actor,
-        make_qvalue(obs_dim, act_dim, **net),
-        make_value(obs_dim, **net),
-        num_qvalue_nets=cfg.loss.num_qvalue_nets,
-        alpha=cfg.loss.alpha,
-        reward_scale=cfg.loss.reward_scale,
-    )
+    qvalue = make_qvalue(obs_dim, act_dim, **net)
+    if cfg.loss.name == "sac_v1":
+        loss = SACv1Loss(
+            actor,
+            qvalue,
+            make_value(obs_dim, **net),
+            num_qvalue_nets=cfg.loss.num_qvalue_nets,
+            alpha=cfg.loss.alpha,
+            reward_scale=cfg.loss.reward_scale,
+        )
+    else:  # sac_v2 (validate_config admits no other name)
+        loss = SACv2Loss(
+            actor,
+            qvalue,
+            num_qvalue_nets=cfg.loss.num_qvalue_nets,
+            alpha_init=cfg.loss.alpha_init,
+            fixed_alpha=cfg.loss.fixed_alpha,
+            target_entropy=cfg.loss.target_entropy,
+            reward_scale=cfg.loss.reward_scale,
+        )
     loss.make_value_estimator(gamma=cfg.loss.gamma)
     loss = loss.to(device)
     actor = actor.to(device)
@@ -74,10 +86,12 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
 
 
 def make_optimizer(loss: LossModule, optim_cfg: DictConfig) -> torch.optim.Adam:
-    """One Adam over all networks, with a learning rate per network (the paper: 3e-4 each).
+    """One Adam over all networks (and the temperature of SAC-v2), a learning rate per network
+    (the paper: 3e-4 each).
 
-    One optimizer with three parameter groups is the same update as three optimizers (Adam is
-    per-parameter) and takes one ``step()`` call; ``foreach`` batches the arithmetic.
+    One optimizer with a parameter group per network is the same update as one optimizer per
+    network (Adam is per-parameter) and takes one ``step()`` call; ``foreach`` batches the
+    arithmetic.
     """
     groups = [
         {"params": list(loss.actor_network_params.values(True, True)), "lr": optim_cfg.lr_actor},
@@ -87,6 +101,8 @@ def make_optimizer(loss: LossModule, optim_cfg: DictConfig) -> torch.optim.Adam:
         groups.append(
             {"params": list(loss.value_network_params.values(True, True)), "lr": optim_cfg.lr_value}
         )
+    if isinstance(getattr(loss, "log_alpha", None), nn.Parameter):
+        groups.append({"params": [loss.log_alpha], "lr": optim_cfg.lr_alpha})
     return torch.optim.Adam(groups, foreach=True)
 
 

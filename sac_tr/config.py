@@ -13,7 +13,9 @@ from sac_tr.tracking import BACKENDS, WANDB_MODES
 
 __all__ = ["ConfigError", "validate_config"]
 
-LOSSES = ("sac_v1",)
+# The keys each loss reads from cfg.loss (beyond name, gamma, num_qvalue_nets, reward_scale).
+LOSS_KEYS = {"sac_v1": ("alpha",), "sac_v2": ("alpha_init", "fixed_alpha", "target_entropy")}
+LOSSES = tuple(LOSS_KEYS)
 
 
 class ConfigError(ValueError):
@@ -67,10 +69,24 @@ def validate_config(cfg: DictConfig) -> None:
         "optim.lr_actor",
         "optim.lr_qvalue",
         "optim.lr_value",
-        "loss.alpha",
+        "optim.lr_alpha",
         "loss.reward_scale",
     ):
         _positive_float(problems, key, cfg_get(cfg, key))
+    for key in LOSS_KEYS.get(cfg.loss.name, ()):
+        if key not in cfg.loss:
+            problems.append(
+                f"loss.{key} is missing: loss={cfg.loss.name} needs {LOSS_KEYS[cfg.loss.name]}."
+            )
+    if cfg.loss.name == "sac_v1" and "alpha" in cfg.loss:
+        _positive_float(problems, "loss.alpha", cfg.loss.alpha)
+    if cfg.loss.name == "sac_v2" and "alpha_init" in cfg.loss:
+        _positive_float(problems, "loss.alpha_init", cfg.loss.alpha_init)
+        entropy = cfg.loss.get("target_entropy")
+        if entropy != "auto" and not isinstance(entropy, (int, float)):
+            problems.append(
+                f"loss.target_entropy={entropy!r}: must be 'auto' (-dim(A)) or a number."
+            )
     _positive_int(problems, "loss.num_qvalue_nets", cfg.loss.num_qvalue_nets)
     if not (isinstance(cfg.loss.gamma, (int, float)) and 0 <= cfg.loss.gamma < 1):
         problems.append(f"loss.gamma={cfg.loss.gamma!r}: must be in [0, 1).")

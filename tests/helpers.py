@@ -10,6 +10,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded
 
 from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
+from sac_tr.losses import SACv2Loss
 
 OBS_DIM = 3
 ACT_DIM = 2
@@ -34,6 +35,21 @@ def make_loss(
     qvalue = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=hidden_sizes)
     value = make_value(OBS_DIM, hidden_sizes=hidden_sizes)
     loss = SACv1Loss(actor, qvalue, value, alpha=alpha, reward_scale=reward_scale, **kwargs)
+    loss.make_value_estimator(gamma=gamma)
+    return loss
+
+
+def make_loss_v2(
+    alpha_init: float = 1.0,
+    gamma: float = 0.99,
+    seed: int = 0,
+    hidden_sizes: tuple[int, ...] = HIDDEN,
+    **kwargs,
+) -> SACv2Loss:
+    torch.manual_seed(seed)
+    actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=hidden_sizes)
+    qvalue = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=hidden_sizes)
+    loss = SACv2Loss(actor, qvalue, alpha_init=alpha_init, **kwargs)
     loss.make_value_estimator(gamma=gamma)
     return loss
 

@@ -172,3 +172,17 @@ def test_evaluate_recipe_reports_the_saved_policy(tmp_path):
         timeout=120,
     )
     assert missing.returncode == 2 and "No checkpoint at '/nope'" in missing.stderr
+
+
+def test_sac_v2_trains_through_the_same_recipe(tmp_path):
+    summary = train(make_cfg("loss=sac_v2", "total_frames=250", "logger=csv"), tmp_path)
+    assert summary.updates == 151
+    state = load_checkpoint(summary.checkpoint)
+    assert (
+        "log_alpha" in state["loss"]
+        and "target_qvalue_network_params.module.0.weight" in state["loss"]
+    )
+    assert float(state["loss"]["log_alpha"]) != 0.0  # the temperature was learned (alpha_init = 1)
+    assert (
+        tmp_path / "csv" / "sac_pendulum_seed0" / "scalars" / "train" / "loss_alpha.csv"
+    ).exists()

@@ -1,5 +1,6 @@
 """SAC losses, each a ``torchrl.objectives.LossModule``."""
 
 from sac_tr.losses.sac_v1 import SACv1Loss
+from sac_tr.losses.sac_v2 import SACv2Loss
 
-__all__ = ["SACv1Loss"]
+__all__ = ["SACv1Loss", "SACv2Loss"]

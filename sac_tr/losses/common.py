@@ -1,0 +1,234 @@
+"""What every SAC loss here shares: TorchRL's LossModule contract (keys, value estimator, functional
+parameters), input checks, the reparameterised action sample and the batched Q ensemble."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase, TensorDictParams
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
+from tensordict.utils import NestedKey
+from torchrl.objectives import LossModule, ValueEstimators
+from torchrl.objectives.utils import _cache_values, _vmap_func, dispatch_value_estimator
+
+__all__ = ["SACLossBase", "check_positive"]
+
+
+def check_positive(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
+    if not (float(value) > 0 and torch.isfinite(torch.tensor(float(value)))):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+
+
+def _independent_copies(module: TensorDictModule, n: int) -> list[TensorDictModule]:
+    """``n`` copies of ``module``, each re-initialised, so the Q-functions start independent."""
+    copies = [module]
+    for _ in range(n - 1):
+        clone = copy.deepcopy(module)
+        for sub in clone.modules():
+            if sub is not clone and hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+        copies.append(clone)
+    return copies
+
+
+class SACLossBase(LossModule):
+    """Shared machinery of ``SACv1Loss`` and ``SACv2Loss`` (not a loss by itself).
+
+    Subclasses call ``_register_actor`` and ``_register_qvalue`` in their constructor, list the
+    keys they read in ``_set_in_keys`` and implement ``forward``.
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """TensorDict keys the loss reads and writes; change them with ``loss.set_keys``.
+
+        Attributes:
+            action: the replayed action (and where the fresh action is written for Q).
+            value: output key of the value network (SAC-v1).
+            state_action_value: output key of the Q network.
+            reward, done, terminated: read under ``"next"``.
+            priority: written with ``max_i |Q_i(s,a) - Qhat|`` for prioritized replay.
+        """
+
+        action: NestedKey = "action"
+        value: NestedKey = "state_value"
+        state_action_value: NestedKey = "state_action_value"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        priority: NestedKey = "td_error"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+    default_value_estimator = ValueEstimators.TD0
+    _value_estimator_default_keys = ("value", "reward", "done", "terminated")
+
+    actor_network: ProbabilisticTensorDictSequential
+    qvalue_network: TensorDictModule
+    actor_network_params: TensorDictParams
+    qvalue_network_params: TensorDictParams
+    target_actor_network_params: TensorDictParams
+    target_qvalue_network_params: TensorDictParams
+
+    def __init__(self, *, num_qvalue_nets: int, validate_inputs: bool) -> None:
+        if not isinstance(num_qvalue_nets, int) or num_qvalue_nets < 1:
+            raise ValueError(
+                f"num_qvalue_nets must be a positive integer, got {num_qvalue_nets!r}."
+            )
+        self._in_keys = None
+        super().__init__()
+        self.num_qvalue_nets = num_qvalue_nets
+        self.validate_inputs = validate_inputs
+        self._action_dim: int | None = None
+
+    # ------------------------------------------------------------------ construction helpers
+    def _register_actor(self, actor_network: ProbabilisticTensorDictSequential) -> None:
+        if not hasattr(actor_network, "get_dist"):
+            raise TypeError(
+                "actor_network must be a probabilistic actor with get_dist() "
+                "(e.g. sac_tr.modules.make_actor), got " + type(actor_network).__name__
+            )
+        self.convert_to_functional(actor_network, "actor_network", create_target_params=False)
+        # Read the action key from the actor, as TorchRL's SACLoss does; set_keys can override it.
+        sample_keys = getattr(actor_network, "dist_sample_keys", None) or [self.tensor_keys.action]
+        self.tensor_keys.action = sample_keys[0]  # in_keys are built lazily, nothing to refresh
+        spec = getattr(actor_network, "spec", None)
+        self._action_dim = int(spec[sample_keys[0]].shape[-1]) if spec is not None else None
+
+    def _register_qvalue(
+        self, qvalue_network: TensorDictModule | list[TensorDictModule], create_target: bool
+    ) -> None:
+        n = self.num_qvalue_nets
+        if isinstance(qvalue_network, (list, tuple)):
+            if len(qvalue_network) != n:
+                raise ValueError(f"Got {len(qvalue_network)} Q modules but num_qvalue_nets={n}.")
+            q_modules = list(qvalue_network)
+        else:
+            q_modules = _independent_copies(qvalue_network, n)
+        self.convert_to_functional(
+            q_modules, "qvalue_network", n, create_target_params=create_target
+        )
+        self._make_vmap()
+
+    def _make_vmap(self) -> None:
+        # One call evaluates every Q-function: parameters stacked on dim 0, input shared.
+        self._vmap_qvalue = _vmap_func(
+            self.qvalue_network, (None, 0), randomness=self.vmap_randomness
+        )
+
+    @property
+    def _device(self) -> torch.device:
+        return next(iter(self.actor_network_params.values(True, True))).device
+
+    # ------------------------------------------------------------------ TorchRL plumbing
+    def _estimator_value_network(self) -> TensorDictModule | None:
+        return None
+
+    def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
+        """Set the discount: ``loss.make_value_estimator(gamma=0.99)``. Only TD(0) is the paper's."""
+        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
+        if value_type is None:
+            return self
+        dispatch_value_estimator(
+            self,
+            value_type,
+            supported=(ValueEstimators.TD0,),
+            tensor_keys={
+                "value": self.tensor_keys.value,
+                "reward": self.tensor_keys.reward,
+                "done": self.tensor_keys.done,
+                "terminated": self.tensor_keys.terminated,
+            },
+            value_network=self._estimator_value_network(),
+            **hp,
+        )
+        return self
+
+    def _base_in_keys(self) -> list[NestedKey]:
+        return [
+            self.tensor_keys.action,
+            ("next", self.tensor_keys.reward),
+            ("next", self.tensor_keys.terminated),
+            *self.actor_network.in_keys,
+            *self.qvalue_network.in_keys,
+        ]
+
+    def _set_in_keys(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        if self._in_keys is None:
+            self._set_in_keys()
+        return self._in_keys
+
+    @in_keys.setter
+    def in_keys(self, values: list[NestedKey]) -> None:
+        self._in_keys = values
+
+    @property
+    @_cache_values
+    def _detached_qvalue_params(self) -> TensorDictBase:
+        # Shares storage with the live parameters, so it stays current after optimizer steps.
+        return self.qvalue_network_params.detach()
+
+    @property
+    def discount(self) -> torch.Tensor:
+        """The discount gamma of the value estimator (``make_value_estimator(gamma=...)``)."""
+        return self.value_estimator.gamma
+
+    # ------------------------------------------------------------------ shared computations
+    def _check_inputs(self, td: TensorDictBase) -> None:
+        name = type(self).__name__
+        batch = tuple(td.batch_size)
+        for key in self.in_keys:
+            if key not in td.keys(include_nested=True):
+                raise KeyError(
+                    f"{name}: the input TensorDict has no key {key!r}. It needs "
+                    f"{self.in_keys}; rename yours with loss.set_keys(...) or the module keys."
+                )
+        for field in ("reward", "terminated"):
+            key = ("next", getattr(self.tensor_keys, field))
+            shape = tuple(td.get(key).shape)
+            if shape != (*batch, 1):
+                raise ValueError(
+                    f"{name}: {key!r} has shape {shape}, expected {(*batch, 1)} "
+                    "(batch dims followed by a trailing 1, as TorchRL environments write it)."
+                )
+        action = td.get(self.tensor_keys.action)
+        if tuple(action.shape[:-1]) != batch or (
+            self._action_dim is not None and action.shape[-1] != self._action_dim
+        ):
+            raise ValueError(
+                f"{name}: {self.tensor_keys.action!r} has shape {tuple(action.shape)}, "
+                f"expected {(*batch, self._action_dim)}."
+            )
+        reward = td.get(("next", self.tensor_keys.reward))
+        if not torch.isfinite(reward).all():
+            raise ValueError(
+                f"{name}: ('next', {self.tensor_keys.reward!r}) holds NaN or inf "
+                f"({int((~torch.isfinite(reward)).sum())} entries); check the environment's rewards."
+            )
+
+    def _sample_action(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        """a~ = f_phi(eps; s), reparameterised (eq. 11), and log pi(a~|s) from the pre-tanh sample
+        (eq. 21): finite even when tanh saturates.  Shapes ``[*B, dA]`` and ``[*B]``."""
+        actor_in = td.select(*self.actor_network.in_keys)
+        with self.actor_network_params.to_module(self.actor_network, preserve_module_state=False):
+            dist = self.actor_network.get_dist(actor_in)
+        return dist.rsample_and_log_prob()
+
+    def _q_values(
+        self, td: TensorDictBase, action: torch.Tensor | None, params: TensorDictBase
+    ) -> torch.Tensor:
+        """Q_i(s, a) for every member i of the ensemble in one batched call.  ``[N, *B]``.
+
+        ``action=None`` reads the replayed action from ``td``.
+        """
+        q_in = td.select(*self.qvalue_network.in_keys, strict=False)
+        if action is not None:
+            q_in.set(self.tensor_keys.action, action)
+        return self._vmap_qvalue(q_in, params).get(self.tensor_keys.state_action_value).squeeze(-1)
