@@ -271,3 +271,44 @@ def test_a_few_steps_on_a_fixed_batch_reduce_q_and_value_losses():
     first = torch.tensor(history[:10]).mean(0)
     last = torch.tensor(history[-10:]).mean(0)
     assert (last < 0.3 * first).all(), (first, last)
+
+
+class _Wrapped(torch.nn.Module):
+    """A Q or V module that is not a plain MLP: the loss must use its generic path."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, *inputs):
+        return self.mlp(*inputs)
+
+
+def test_generic_module_path_matches_the_stacked_mlp_path():
+    from tensordict.nn import TensorDictModule
+
+    def build(wrap):
+        torch.manual_seed(0)
+        actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+        qs = [make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN) for _ in range(2)]
+        v = make_value(OBS_DIM, hidden_sizes=HIDDEN)
+        if wrap:
+            qs = [
+                TensorDictModule(_Wrapped(q.module), in_keys=q.in_keys, out_keys=q.out_keys)
+                for q in qs
+            ]
+            v = TensorDictModule(_Wrapped(v.module), in_keys=v.in_keys, out_keys=v.out_keys)
+        loss = SACv1Loss(actor, qs, v, alpha=ALPHA, reward_scale=SCALE)
+        loss.make_value_estimator(gamma=GAMMA)
+        return loss
+
+    fast, generic = build(wrap=False), build(wrap=True)
+    assert fast._q_plan is not None and fast._v_plan is not None
+    assert generic._q_plan is None and generic._v_plan is None
+    td = make_batch()
+    torch.manual_seed(5)
+    out_fast = fast(td.clone())
+    torch.manual_seed(5)
+    out_generic = generic(td.clone())
+    for key in ("loss_actor", "loss_qvalue", "loss_value", "q_value", "target_value"):
+        torch.testing.assert_close(out_fast[key], out_generic[key])

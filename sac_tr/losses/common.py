@@ -13,6 +13,8 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.utils import _cache_values, _vmap_func, dispatch_value_estimator
 
+from sac_tr.losses.fast_mlp import mlp_forward, mlp_plan
+
 __all__ = ["SACLossBase", "check_positive"]
 
 
@@ -111,6 +113,7 @@ class SACLossBase(LossModule):
         self.convert_to_functional(
             q_modules, "qvalue_network", n, create_target_params=create_target
         )
+        self._q_plan = mlp_plan(q_modules[0])  # None: evaluate through vmap instead
         self._make_vmap()
 
     def _make_vmap(self) -> None:
@@ -226,9 +229,20 @@ class SACLossBase(LossModule):
     ) -> torch.Tensor:
         """Q_i(s, a) for every member i of the ensemble in one batched call.  ``[N, *B]``.
 
-        ``action=None`` reads the replayed action from ``td``.
+        ``action=None`` reads the replayed action from ``td``. Plain MLPs (what ``make_qvalue``
+        builds) take the stacked-weight path; any other Q module goes through ``vmap``.
         """
+        action_key = self.tensor_keys.action
+        if self._q_plan is not None:
+            inputs = [
+                action if (key == action_key and action is not None) else td.get(key)
+                for key in self.qvalue_network.in_keys
+            ]
+            x = torch.cat(inputs, -1)
+            batch_shape = x.shape[:-1]
+            q = mlp_forward(self._q_plan, params, x.reshape(-1, x.shape[-1]))  # [N, B, 1]
+            return q.reshape(self.num_qvalue_nets, *batch_shape)
         q_in = td.select(*self.qvalue_network.in_keys, strict=False)
         if action is not None:
-            q_in.set(self.tensor_keys.action, action)
+            q_in.set(action_key, action)
         return self._vmap_qvalue(q_in, params).get(self.tensor_keys.state_action_value).squeeze(-1)

@@ -13,6 +13,7 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from torchrl.objectives.value.functional import td0_return_estimate
 
 from sac_tr.losses.common import SACLossBase, check_positive
+from sac_tr.losses.fast_mlp import mlp_forward, mlp_plan
 
 __all__ = ["SACv1Loss"]
 
@@ -71,6 +72,7 @@ class SACv1Loss(SACLossBase):
         super().__init__(num_qvalue_nets=num_qvalue_nets, validate_inputs=validate_inputs)
         self._register_actor(actor_network)
         self.convert_to_functional(value_network, "value_network", create_target_params=True)
+        self._v_plan = mlp_plan(value_network)  # None: evaluate the module itself
         self._register_qvalue(qvalue_network, create_target=False)
         self.register_buffer("alpha", torch.tensor(float(alpha), device=self._device))
         self.register_buffer("reward_scale", torch.tensor(float(reward_scale), device=self._device))
@@ -99,6 +101,17 @@ class SACv1Loss(SACLossBase):
             "target_value",
         ]
 
+    def _state_values(self, td: TensorDictBase, params: TensorDictBase) -> torch.Tensor:
+        """V(s) with ``params`` (V_psi or V_psibar).  ``[*B]``."""
+        if self._v_plan is not None:
+            x = torch.cat([td.get(key) for key in self.value_network.in_keys], -1)
+            return mlp_forward(self._v_plan, params, x.reshape(-1, x.shape[-1])).reshape(
+                x.shape[:-1]
+            )
+        value_in = td.select(*self.value_network.in_keys)
+        with params.to_module(self.value_network, preserve_module_state=False):
+            return self.value_network(value_in).get(self.tensor_keys.value).squeeze(-1)
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Compute ``loss_actor``, ``loss_qvalue``, ``loss_value`` and detached diagnostics.
 
@@ -123,21 +136,17 @@ class SACv1Loss(SACLossBase):
 
         # eq. 5: the soft value target uses the same a~, with no gradient into Q or pi.
         value_target = (min_q_fresh - self.alpha * log_prob).detach()
-        value_in = tensordict.select(*self.value_network.in_keys)
-        with self.value_network_params.to_module(self.value_network, preserve_module_state=False):
-            state_value = self.value_network(value_in).get(keys.value).squeeze(-1)
+        state_value = self._state_values(tensordict, self.value_network_params)
         loss_value = 0.5 * (state_value - value_target).pow(2).mean()
 
         # eq. 8: Qhat = c r + gamma (1 - terminated) V_psibar(s'); truncation still bootstraps.
         with torch.no_grad():
-            next_in = tensordict.get("next").select(*self.value_network.in_keys)
-            with self.target_value_network_params.to_module(
-                self.value_network, preserve_module_state=False
-            ):
-                next_value = self.value_network(next_in).get(keys.value)  # [*B, 1]
+            next_value = self._state_values(
+                tensordict.get("next"), self.target_value_network_params
+            )
             q_target = td0_return_estimate(
                 gamma=self.discount,
-                next_state_value=next_value,
+                next_state_value=next_value.unsqueeze(-1),
                 reward=self.reward_scale * tensordict.get(("next", keys.reward)),
                 terminated=tensordict.get(("next", keys.terminated)),
             ).squeeze(-1)

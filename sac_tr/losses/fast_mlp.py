@@ -1,0 +1,66 @@
+"""Evaluate plain-MLP value modules straight from their (stacked) parameters.
+
+``make_qvalue`` and ``make_value`` build a ``TensorDictModule`` around ``Linear`` and activation
+layers. For those, ``mlp_forward`` computes the same function with one matmul per layer over
+the whole Q ensemble (parameters stacked on dim 0), without the per-call cost of ``vmap``,
+functional parameter swaps and TensorDict bookkeeping. Any other module is left to the generic
+path (``mlp_plan`` returns ``None``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+
+__all__ = ["mlp_forward", "mlp_plan"]
+
+_ACTIVATIONS: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
+    nn.ReLU: torch.relu,
+    nn.Tanh: torch.tanh,
+    nn.ELU: F.elu,
+}
+
+Plan = list[tuple[str, Callable[[torch.Tensor], torch.Tensor] | None]]
+
+
+def mlp_plan(module: TensorDictModuleBase) -> Plan | None:
+    """The layers of ``module`` as ``[(name, None) for Linear | (name, activation)]``, or ``None``
+    if it is not a single-output TensorDictModule around Linear layers and ReLU/Tanh/ELU."""
+    inner = getattr(module, "module", None)
+    if not isinstance(inner, nn.Sequential) or len(getattr(module, "out_keys", ())) != 1:
+        return None
+    plan: Plan = []
+    for name, layer in inner.named_children():
+        if type(layer) is nn.Linear and layer.bias is not None:
+            plan.append((name, None))
+        elif type(layer) in _ACTIVATIONS and not (type(layer) is nn.ELU and layer.alpha != 1.0):
+            plan.append((name, _ACTIVATIONS[type(layer)]))
+        else:
+            return None
+    return plan if plan and plan[-1][1] is None else None
+
+
+def mlp_forward(plan: Plan, params: TensorDictBase, x: torch.Tensor) -> torch.Tensor:
+    """Apply the MLP described by ``plan`` with ``params`` (keys ``("module", name, "weight")``).
+
+    ``x`` is ``[B, in]``. With parameters stacked as ``[N, out, in]`` the result is
+    ``[N, B, out]`` (every ensemble member on the same input); otherwise ``[B, out]``.
+    """
+    h = x
+    for name, activation in plan:
+        if activation is not None:
+            h = activation(h)
+            continue
+        weight, bias = params["module", name, "weight"], params["module", name, "bias"]
+        if weight.dim() == 2:
+            h = F.linear(h, weight, bias)
+        elif h.dim() == 2:  # first layer of an ensemble: a shared input, broadcast over members
+            h = torch.matmul(h, weight.transpose(1, 2)) + bias.unsqueeze(1)
+        else:
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+    return h
