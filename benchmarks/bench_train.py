@@ -1,0 +1,106 @@
+"""Environment steps per second of the whole training loop (collection + 1 update per step):
+sac_tr's recipe against Stable-Baselines3 ``learn()``, on the same machine in the same run.
+
+    python benchmarks/bench_train.py                        # HalfCheetah-v5, 3,000 steps each, 2 threads
+    python benchmarks/bench_train.py --frames 5000 --loss sac_v2 --threads 1
+
+Both start learning after ``--learning-starts`` random steps and then do one gradient step per
+environment step with batch 256 and 2 x 256 networks; neither evaluates or logs during the
+timed run. Each contender runs ``--reps`` times, alternating; the medians and their ratio are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from sac_tr.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_ours(args) -> float:
+    overrides = [
+        "env=halfcheetah",
+        f"env.id={args.env_id}",
+        f"total_frames={args.frames}",
+        f"env.init_random_frames={args.learning_starts}",
+        f"loss={args.loss}",
+        "logger=none",
+        "progress=false",
+        f"threads={args.threads}",
+        f"eval.every_frames={10 * args.frames}",
+        "eval.episodes=1",
+        "eval.max_steps=1",
+        "eval.video_every=0",
+        f"checkpoint.every_frames={10 * args.frames}",
+        f"buffer.size={args.frames}",
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="sac_mujoco", overrides=overrides)
+    with TemporaryDirectory() as run_dir:
+        return train(cfg, run_dir).frames_per_second  # timed from after construction, like SB3's
+
+
+def run_sb3(args) -> float | None:
+    try:
+        import gymnasium as gym
+        from stable_baselines3 import SAC
+    except ImportError:
+        print("(stable-baselines3 not installed: pip install -e '.[bench]')")
+        return None
+    model = SAC(
+        "MlpPolicy",
+        gym.make(args.env_id),
+        learning_starts=args.learning_starts,
+        buffer_size=args.frames,
+        device="cpu",
+        seed=0,
+        verbose=0,
+    )
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model.learn(total_timesteps=args.frames)
+    return args.frames / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--env-id", default="HalfCheetah-v5")
+    parser.add_argument("--frames", type=int, default=3000)
+    parser.add_argument("--learning-starts", type=int, default=500)
+    parser.add_argument("--loss", default="sac_v1", choices=["sac_v1", "sac_v2"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ours, sb3 = [], []
+    for _ in range(args.reps):
+        ours.append(run_ours(args))
+        result = run_sb3(args)
+        if result is not None:
+            sb3.append(result)
+    print(
+        f"{args.env_id}, {args.frames} steps ({args.learning_starts} random), UTD 1, batch 256, "
+        f"2 x 256, threads={args.threads}, reps={args.reps}"
+    )
+    print(
+        f"sac_tr {args.loss}: {statistics.median(ours):.1f} env steps/s  {[round(x, 1) for x in ours]}"
+    )
+    if sb3:
+        print(
+            f"sb3 SAC.learn: {statistics.median(sb3):.1f} env steps/s  {[round(x, 1) for x in sb3]}"
+        )
+        print(f"ratio sac_tr / sb3: {statistics.median(ours) / statistics.median(sb3):.2f}")
+
+
+if __name__ == "__main__":
+    main()
