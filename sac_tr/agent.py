@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,15 @@ class SACAgent:
     loss: LossModule
     optimizer: torch.optim.Optimizer
     target_updater: TargetNetUpdater
+    compiled_loss: Callable[[TensorDictBase], TensorDictBase] | None = None
+
+    def losses(self, batch: TensorDictBase) -> TensorDictBase:
+        """The loss TensorDict of ``batch``, through the compiled forward when there is one
+        (inputs are then checked here, eagerly, since the check reads values on the host)."""
+        if self.compiled_loss is None:
+            return self.loss(batch)
+        self.loss._check_inputs(batch)
+        return self.compiled_loss(batch)
 
 
 def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
@@ -72,6 +82,10 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
     loss.make_value_estimator(gamma=cfg.loss.gamma)
     loss = loss.to(device)
     actor = actor.to(device)
+    compiled_loss = None
+    if cfg.compile:
+        loss.validate_inputs = False  # checked eagerly by SACAgent.losses instead
+        compiled_loss = torch.compile(loss)
     return SACAgent(
         actor=actor,
         loss=loss,
@@ -82,6 +96,7 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
             tau=cfg.target_update.tau,
             hard_update_every=cfg.target_update.hard_update_every,
         ),
+        compiled_loss=compiled_loss,
     )
 
 
@@ -115,7 +130,7 @@ def update(agent: SACAgent, batch: TensorDictBase) -> TensorDictBase:
 
     Returns the loss TensorDict detached (for logging).
     """
-    out = agent.loss(batch)
+    out = agent.losses(batch)
     total = sum(value for key, value in out.items() if key.startswith("loss_"))
     agent.optimizer.zero_grad(set_to_none=True)
     total.backward()

@@ -125,6 +125,8 @@ def validate_config(cfg: DictConfig) -> None:
         problems.append(
             f"logger.wandb_mode={cfg.logger.wandb_mode!r}: must be one of {WANDB_MODES}."
         )
+    if not isinstance(cfg.compile, bool):
+        problems.append(f"compile={cfg.compile!r}: must be true or false.")
     if cfg.threads is not None:
         _positive_int(problems, "threads", cfg.threads)
     if cfg.resume is not None and not Path(str(cfg.resume)).exists():
