@@ -12,6 +12,7 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.utils import _cache_values, _vmap_func, dispatch_value_estimator
+from torchrl.objectives.value.functional import td0_return_estimate
 
 from sac_tr.losses.fast_mlp import mlp_forward, mlp_plan
 
@@ -246,3 +247,23 @@ class SACLossBase(LossModule):
         if action is not None:
             q_in.set(action_key, action)
         return self._vmap_qvalue(q_in, params).get(self.tensor_keys.state_action_value).squeeze(-1)
+
+    def _q_target(self, td: TensorDictBase, next_value: torch.Tensor) -> torch.Tensor:
+        """Qhat = c r + gamma (1 - terminated) V(s'), ``c`` the reward scale (v1 eq. 8); a
+        time-limit truncation still bootstraps. ``next_value`` and the result are ``[*B]``."""
+        return td0_return_estimate(
+            gamma=self.discount,
+            next_state_value=next_value.unsqueeze(-1),
+            reward=self.reward_scale * td.get(("next", self.tensor_keys.reward)),
+            terminated=td.get(("next", self.tensor_keys.terminated)),
+        ).squeeze(-1)
+
+    def _q_regression(
+        self, td: TensorDictBase, q_target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sum_i mean(1/2 (Q_i(s, a) - Qhat)^2)`` (v1 eq. 7, one term per Q-function) and the
+        predictions ``[N, *B]``; writes ``max_i |Q_i - Qhat|`` to the priority key."""
+        q_pred = self._q_values(td, None, self.qvalue_network_params)
+        td_error = q_pred - q_target
+        td.set(self.tensor_keys.priority, td_error.detach().abs().max(0).values)
+        return 0.5 * td_error.pow(2).flatten(1).mean(1).sum(0), q_pred

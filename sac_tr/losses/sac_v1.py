@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
-from torchrl.objectives.value.functional import td0_return_estimate
 
 from sac_tr.losses.common import SACLossBase, check_positive
 from sac_tr.losses.fast_mlp import mlp_forward, mlp_plan
@@ -125,7 +124,6 @@ class SACv1Loss(SACLossBase):
         """
         if self.validate_inputs:
             self._check_inputs(tensordict)
-        keys = self.tensor_keys
         fresh_action, log_prob = self._sample_action(tensordict)  # a~ ~ pi_phi(.|s), log pi(a~|s)
 
         # min_i Q_i(s, a~) with the Q parameters detached: the actor's gradient flows through a~.
@@ -139,24 +137,14 @@ class SACv1Loss(SACLossBase):
         state_value = self._state_values(tensordict, self.value_network_params)
         loss_value = 0.5 * (state_value - value_target).pow(2).mean()
 
-        # eq. 8: Qhat = c r + gamma (1 - terminated) V_psibar(s'); truncation still bootstraps.
+        # eqs. 7-8: Qhat = c r + gamma (1 - terminated) V_psibar(s'); truncation still bootstraps.
         with torch.no_grad():
             next_value = self._state_values(
                 tensordict.get("next"), self.target_value_network_params
             )
-            q_target = td0_return_estimate(
-                gamma=self.discount,
-                next_state_value=next_value.unsqueeze(-1),
-                reward=self.reward_scale * tensordict.get(("next", keys.reward)),
-                terminated=tensordict.get(("next", keys.terminated)),
-            ).squeeze(-1)
+            q_target = self._q_target(tensordict, next_value)
+        loss_qvalue, q_pred = self._q_regression(tensordict, q_target)
 
-        # eq. 7, one term per Q-function, summed over the ensemble.
-        q_pred = self._q_values(tensordict, None, self.qvalue_network_params)  # [N, *B]
-        td_error = q_pred - q_target
-        loss_qvalue = 0.5 * td_error.pow(2).flatten(1).mean(1).sum(0)
-
-        tensordict.set(keys.priority, td_error.detach().abs().max(0).values)
         return TensorDict(
             {
                 "loss_actor": loss_actor,

@@ -10,7 +10,6 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from torch import nn
-from torchrl.objectives.value.functional import td0_return_estimate
 
 from sac_tr.losses.common import SACLossBase, check_positive
 
@@ -107,7 +106,6 @@ class SACv2Loss(SACLossBase):
         """Compute ``loss_actor``, ``loss_qvalue``, ``loss_alpha`` and detached diagnostics."""
         if self.validate_inputs:
             self._check_inputs(tensordict)
-        keys = self.tensor_keys
         alpha = self.alpha
         fresh_action, log_prob = self._sample_action(tensordict)  # a~ ~ pi(.|s)
 
@@ -125,21 +123,11 @@ class SACv2Loss(SACLossBase):
                 .min(0)
                 .values
             )
-            next_value = (next_q - alpha * next_log_prob).unsqueeze(-1)  # [*B, 1]
-            q_target = td0_return_estimate(
-                gamma=self.discount,
-                next_state_value=next_value,
-                reward=self.reward_scale * tensordict.get(("next", keys.reward)),
-                terminated=tensordict.get(("next", keys.terminated)),
-            ).squeeze(-1)
-
-        q_pred = self._q_values(tensordict, None, self.qvalue_network_params)  # [N, *B]
-        td_error = q_pred - q_target
-        loss_qvalue = 0.5 * td_error.pow(2).flatten(1).mean(1).sum(0)
+            q_target = self._q_target(tensordict, next_q - alpha * next_log_prob)
+        loss_qvalue, q_pred = self._q_regression(tensordict, q_target)
 
         loss_alpha = (-self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
 
-        tensordict.set(keys.priority, td_error.detach().abs().max(0).values)
         return TensorDict(
             {
                 "loss_actor": loss_actor,
