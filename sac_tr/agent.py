@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch._inductor.config
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
 from torch import nn
@@ -85,6 +86,9 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
     compiled_loss = None
     if cfg.compile:
         loss.validate_inputs = False  # checked eagerly by SACAgent.losses instead
+        # Draw random numbers from torch's generator, as eager does: the same seed then gives the
+        # same run with or without compile (inductor's own RNG would not).
+        torch._inductor.config.fallback_random = True
         compiled_loss = torch.compile(loss)
     return SACAgent(
         actor=actor,
@@ -118,7 +122,7 @@ def make_optimizer(loss: LossModule, optim_cfg: DictConfig) -> torch.optim.Adam:
         )
     if isinstance(getattr(loss, "log_alpha", None), nn.Parameter):
         groups.append({"params": [loss.log_alpha], "lr": optim_cfg.lr_alpha})
-    return torch.optim.Adam(groups, foreach=True)
+    return torch.optim.Adam(groups, fused=True)
 
 
 def update(agent: SACAgent, batch: TensorDictBase) -> TensorDictBase:

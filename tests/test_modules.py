@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import ACT_DIM, HIDDEN, HIGH, LOW, OBS_DIM, action_spec, squashed_gaussian_by_hand
 from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
 from torchrl.data import Unbounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -125,3 +126,57 @@ def test_bad_builder_input_is_explained():
         make_value(0)
     with pytest.raises(ValueError, match="log_std_bounds"):
         make_actor(action_spec(), OBS_DIM, log_std_bounds=(2.0, -20.0))
+
+
+@pytest.mark.parametrize("saturate", [False, True])
+def test_fast_actor_sample_matches_the_tanh_normal_distribution(saturate):
+    """The loss samples make_actor's policy without building a TanhNormal; it must give the
+    distribution's own action, log-probability and gradients (also when tanh saturates)."""
+    from torchrl.modules import ProbabilisticActor, TanhNormal
+
+    from sac_tr import SACv1Loss, make_qvalue, make_value
+    from sac_tr.modules import ClampedLogStdNormalParams
+
+    class Opaque(torch.nn.Module):  # hides the MLP from the fast path
+        def __init__(self, mlp):
+            super().__init__()
+            self.mlp = mlp
+
+        def forward(self, x):
+            return self.mlp(x)
+
+    actor, obs = _actor_and_obs(batch=6)
+    mlp = actor.module[0].module[0]
+    if saturate:
+        with torch.no_grad():
+            mlp[-1].bias[:ACT_DIM] = torch.tensor([30.0, -30.0])
+    spec = action_spec()
+    generic_actor = ProbabilisticActor(
+        TensorDictModule(
+            torch.nn.Sequential(Opaque(mlp), ClampedLogStdNormalParams()),
+            in_keys=["observation"],
+            out_keys=["loc", "scale"],
+        ),
+        in_keys=["loc", "scale"],
+        spec=spec,
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": spec.space.low, "high": spec.space.high},
+        return_log_prob=True,
+    )
+    losses = [
+        SACv1Loss(a, make_qvalue(OBS_DIM, ACT_DIM), make_value(OBS_DIM))
+        for a in (actor, generic_actor)
+    ]
+    assert losses[0]._actor_plan is not None and losses[1]._actor_plan is None
+    td = TensorDict(observation=obs, batch_size=[6])
+    results = []
+    for loss in losses:
+        torch.manual_seed(2)
+        action, log_prob = loss._sample_action(td)
+        (action.sum() + log_prob.sum()).backward()
+        results.append((action.detach(), log_prob.detach(), mlp[-1].weight.grad.clone()))
+        mlp.zero_grad()
+    (a_fast, lp_fast, g_fast), (a_ref, lp_ref, g_ref) = results
+    torch.testing.assert_close(a_fast, a_ref)
+    torch.testing.assert_close(lp_fast, lp_ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-4)

@@ -14,6 +14,7 @@ from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.utils import _cache_values, _vmap_func, dispatch_value_estimator
 from torchrl.objectives.value.functional import td0_return_estimate
 
+from sac_tr.losses.fast_actor import sample_squashed_gaussian, squashed_gaussian_plan
 from sac_tr.losses.fast_mlp import mlp_forward, mlp_plan
 
 __all__ = ["SACLossBase", "check_positive"]
@@ -95,6 +96,7 @@ class SACLossBase(LossModule):
                 "(e.g. sac_tr.modules.make_actor), got " + type(actor_network).__name__
             )
         self.convert_to_functional(actor_network, "actor_network", create_target_params=False)
+        self._actor_plan = squashed_gaussian_plan(actor_network)  # None: sample through get_dist
         # Read the action key from the actor, as TorchRL's SACLoss does; set_keys can override it.
         sample_keys = getattr(actor_network, "dist_sample_keys", None) or [self.tensor_keys.action]
         self.tensor_keys.action = sample_keys[0]  # in_keys are built lazily, nothing to refresh
@@ -220,6 +222,8 @@ class SACLossBase(LossModule):
     def _sample_action(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
         """a~ = f_phi(eps; s), reparameterised (eq. 11), and log pi(a~|s) from the pre-tanh sample
         (eq. 21): finite even when tanh saturates.  Shapes ``[*B, dA]`` and ``[*B]``."""
+        if self._actor_plan is not None:
+            return sample_squashed_gaussian(self._actor_plan, self.actor_network_params, td)
         actor_in = td.select(*self.actor_network.in_keys)
         with self.actor_network_params.to_module(self.actor_network, preserve_module_state=False):
             dist = self.actor_network.get_dist(actor_in)

@@ -31,8 +31,14 @@ Plan = list[tuple[str, Callable[[torch.Tensor], torch.Tensor] | None]]
 def mlp_plan(module: TensorDictModuleBase) -> Plan | None:
     """The layers of ``module`` as ``[(name, None) for Linear | (name, activation)]``, or ``None``
     if it is not a single-output TensorDictModule around Linear layers and ReLU/Tanh/ELU."""
-    inner = getattr(module, "module", None)
-    if not isinstance(inner, nn.Sequential) or len(getattr(module, "out_keys", ())) != 1:
+    if len(getattr(module, "out_keys", ())) != 1:
+        return None
+    return sequential_plan(getattr(module, "module", None))
+
+
+def sequential_plan(inner: nn.Module) -> Plan | None:
+    """``mlp_plan`` for a bare ``nn.Sequential`` of Linear layers and ReLU/Tanh/ELU."""
+    if not isinstance(inner, nn.Sequential):
         return None
     plan: Plan = []
     for name, layer in inner.named_children():
@@ -45,8 +51,10 @@ def mlp_plan(module: TensorDictModuleBase) -> Plan | None:
     return plan if plan and plan[-1][1] is None else None
 
 
-def mlp_forward(plan: Plan, params: TensorDictBase, x: torch.Tensor) -> torch.Tensor:
-    """Apply the MLP described by ``plan`` with ``params`` (keys ``("module", name, "weight")``).
+def mlp_forward(
+    plan: Plan, params: TensorDictBase, x: torch.Tensor, prefix: tuple[str, ...] = ("module",)
+) -> torch.Tensor:
+    """Apply the MLP described by ``plan`` with ``params`` (keys ``(*prefix, name, "weight")``).
 
     ``x`` is ``[B, in]``. With parameters stacked as ``[N, out, in]`` the result is
     ``[N, B, out]`` (every ensemble member on the same input); otherwise ``[B, out]``.
@@ -56,7 +64,7 @@ def mlp_forward(plan: Plan, params: TensorDictBase, x: torch.Tensor) -> torch.Te
         if activation is not None:
             h = activation(h)
             continue
-        weight, bias = params["module", name, "weight"], params["module", name, "bias"]
+        weight, bias = params[(*prefix, name, "weight")], params[(*prefix, name, "bias")]
         if weight.dim() == 2:
             h = F.linear(h, weight, bias)
         elif h.dim() == 2:  # first layer of an ensemble: a shared input, broadcast over members
