@@ -125,6 +125,13 @@ def validate_config(cfg: DictConfig) -> None:
         problems.append(
             f"logger.wandb_mode={cfg.logger.wandb_mode!r}: must be one of {WANDB_MODES}."
         )
+    _positive_int(problems, "collector.num_envs", cfg.collector.num_envs)
+    n_envs, fpb = cfg.collector.num_envs, cfg.frames_per_batch
+    if isinstance(n_envs, int) and isinstance(fpb, int) and n_envs > 0 and fpb % n_envs:
+        problems.append(
+            f"frames_per_batch={fpb} is not a multiple of collector.num_envs={n_envs} "
+            f"(use frames_per_batch={n_envs * max(1, fpb // n_envs)})."
+        )
     if not isinstance(cfg.compile, bool):
         problems.append(f"compile={cfg.compile!r}: must be true or false.")
     if cfg.threads is not None:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
-from torchrl.envs import EnvBase
+from torchrl.envs import EnvBase, ParallelEnv, SerialEnv
 
 __all__ = ["make_collector", "make_replay_buffer"]
 
@@ -23,12 +23,22 @@ def make_collector(
     total_frames: int,
     init_random_frames: int,
     device: torch.device | str = "cpu",
+    num_envs: int = 1,
+    parallel: bool = False,
 ) -> Collector:
     """TorchRL's synchronous collector (``SyncDataCollector`` before TorchRL 0.12).
 
     The first ``init_random_frames`` frames use uniformly random actions from the action spec
-    (the paper's initial exploration); after that the stochastic policy acts.
+    (the paper's initial exploration); after that the stochastic policy acts. With
+    ``num_envs > 1`` the collector steps that many environments at once, in this process
+    (``SerialEnv``: one batched policy call per step) or each in its own process
+    (``ParallelEnv``: environment steps run concurrently; pays off with spare cores).
+    ``frames_per_batch`` must then be a multiple of ``num_envs``.
     """
+    if num_envs > 1:
+        batched = ParallelEnv if parallel else SerialEnv
+        base_fn = env_fn
+        env_fn = lambda: batched(num_envs, base_fn)  # noqa: E731
     return Collector(
         env_fn,
         policy,

@@ -117,6 +117,8 @@ class TrainingRun:
             make_collector(
                 lambda: make_env(cfg.env.id, seed=cfg.seed + frames),
                 self.agent.actor,
+                num_envs=cfg.collector.num_envs,
+                parallel=cfg.collector.parallel,
                 frames_per_batch=cfg.frames_per_batch,
                 total_frames=cfg.total_frames - frames,
                 init_random_frames=max(0, cfg.env.init_random_frames - frames),
@@ -152,6 +154,7 @@ class TrainingRun:
     # ------------------------------------------------------------------ one step of the loop
     def store(self, batch: TensorDictBase) -> int:
         """Add the collected transitions to D; log finished training episodes. Returns frames."""
+        batch = batch.reshape(-1)  # [envs, time] -> [frames]
         new_frames = batch.numel()
         self.counters.frames += new_frames
         keys = (*self.agent.loss.in_keys, ("next", "done"))

@@ -186,3 +186,21 @@ def test_sac_v2_trains_through_the_same_recipe(tmp_path):
     assert (
         tmp_path / "csv" / "sac_pendulum_seed0" / "scalars" / "train" / "loss_alpha.csv"
     ).exists()
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_several_environments_per_collector(tmp_path, parallel):
+    cfg = make_cfg(
+        "total_frames=200",
+        "logger=none",
+        "collector.num_envs=2",
+        "frames_per_batch=2",
+        f"collector.parallel={str(parallel).lower()}",
+    )
+    summary = train(cfg, tmp_path)
+    # Batches of 2 frames: the batch that reaches frame 100 earns its 2 updates, then 2 per batch.
+    assert summary.frames == 200 and summary.updates == 102
+    with pytest.raises(
+        ConfigError, match=r"frames_per_batch=3 is not a multiple of collector\.num_envs=2"
+    ):
+        train(make_cfg("collector.num_envs=2", "frames_per_batch=3"), tmp_path)
