@@ -12,6 +12,7 @@ Algorithm 1); the pieces it composes are the builders in ``sac_tr/``.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import hydra
@@ -31,6 +32,16 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as err:
         print(f"sac_mujoco: {err}", file=sys.stderr)
         sys.exit(2)
+    if summary.interrupted_by:
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+        command = " ".join(
+            ["python recipes/sac_mujoco.py", *overrides, f"resume={summary.run_dir}"]
+        )
+        print(
+            f"Stopped by {summary.interrupted_by} at {summary.frames} frames ({summary.updates} updates); "
+            f"checkpoint saved to {summary.checkpoint}.\nResume with: {command}"
+        )
+        sys.exit(128 + int(getattr(signal, summary.interrupted_by)))
     print(
         f"Done: {summary.frames} frames, {summary.updates} updates, "
         f"last eval return {summary.last_eval_return:.1f}, {summary.frames_per_second:.0f} frames/s. "

@@ -29,6 +29,7 @@ from sac_tr.config import validate_config
 from sac_tr.data import make_collector, make_replay_buffer
 from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
+from sac_tr.signals import StopOnSignal
 from sac_tr.tracking import EvalCSV, log_metrics, log_video_file, make_logger
 
 __all__ = ["Counters", "TrainSummary", "TrainingRun", "resolve_device", "train"]
@@ -44,6 +45,7 @@ class TrainSummary:
     last_eval_return: float
     checkpoint: Path
     frames_per_second: float
+    interrupted_by: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped early
 
 
 @dataclass
@@ -76,18 +78,24 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     """
     validate_config(cfg)  # fail on a typo before any environment or network is built
     run = TrainingRun(cfg, Path(run_dir))
-    for batch in run.collector or ():
-        new_frames = run.store(batch)  # a_t ~ pi(.|s_t), s_t+1 ~ p;  D <- D u {(s, a, r, s')}
-        run.learn(new_frames)  # V_psi, pi_phi, Q_theta_i steps, then psibar <- tau psi + ...
-        run.collector.update_policy_weights_()
-        run.log_losses()
-        frames = run.counters.frames
-        if _crossed(frames, new_frames, cfg.eval.every_frames) or frames >= cfg.total_frames:
-            run.evaluate()  # the deterministic policy tanh(mu(s)), as in the paper
-        if _crossed(frames, new_frames, cfg.checkpoint.every_frames) or frames >= cfg.total_frames:
-            run.save()
-        run.show_progress(new_frames)
-    return run.finish()
+    with StopOnSignal() as stop:  # Ctrl-C / SIGTERM: finish this step, checkpoint, return
+        for batch in run.collector or ():
+            new_frames = run.store(batch)  # a_t ~ pi(.|s_t), s_t+1 ~ p;  D <- D u {(s, a, r, s')}
+            run.learn(new_frames)  # V_psi, pi_phi, Q_theta_i steps, then psibar <- tau psi + ...
+            run.collector.update_policy_weights_()
+            run.log_losses()
+            frames = run.counters.frames
+            if _crossed(frames, new_frames, cfg.eval.every_frames) or frames >= cfg.total_frames:
+                run.evaluate()  # the deterministic policy tanh(mu(s)), as in the paper
+            if (
+                _crossed(frames, new_frames, cfg.checkpoint.every_frames)
+                or frames >= cfg.total_frames
+            ):
+                run.save()
+            run.show_progress(new_frames)
+            if stop.signum is not None:
+                break
+        return run.finish(interrupted_by=stop.name or None)
 
 
 class TrainingRun:
@@ -249,7 +257,7 @@ class TrainingRun:
             refresh=False,
         )
 
-    def finish(self) -> TrainSummary:
+    def finish(self, interrupted_by: str | None = None) -> TrainSummary:
         """Close everything; make sure the final state is checkpointed."""
         self.progress.close()
         if self.collector is not None:
@@ -266,6 +274,7 @@ class TrainingRun:
             last_eval_return=self.last_eval,
             checkpoint=self.checkpoint_path,
             frames_per_second=self._frames_per_second(),
+            interrupted_by=interrupted_by,
         )
 
     # ------------------------------------------------------------------ helpers

@@ -204,3 +204,51 @@ def test_several_environments_per_collector(tmp_path, parallel):
         ConfigError, match=r"frames_per_batch=3 is not a multiple of collector\.num_envs=2"
     ):
         train(make_cfg("collector.num_envs=2", "frames_per_batch=3"), tmp_path)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    import signal
+    import time
+
+    from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+    run_dir = tmp_path / "run"
+    args = [
+        *FAST,
+        "total_frames=100000",
+        "logger=none",
+        "checkpoint.save_buffer=true",
+        "checkpoint.every_frames=100000",
+    ]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "sac_mujoco.py"),
+            *args,
+            f"hydra.run.dir={run_dir}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    eval_csv = run_dir / "eval.csv"
+    deadline = time.time() + 90
+    while time.time() < deadline and not (
+        eval_csv.exists() and len(eval_csv.read_text().splitlines()) >= 3
+    ):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Stopped by SIGTERM" in out and f"resume={run_dir}" in out
+    state = load_checkpoint(run_dir)
+    assert 200 <= state["frames"] < 100000  # the periodic checkpoint (every 100,000) never came
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(1_000_000))  # buffer.size
+    buffer.loads(run_dir / "checkpoints" / "buffer")
+    assert len(buffer) == state["frames"]  # every transition collected so far was kept
+    resumed = train(
+        make_cfg(f"total_frames={state['frames'] + 50}", "logger=none", f"resume={run_dir}"),
+        "/unused",
+    )
+    assert resumed.frames == state["frames"] + 50 and resumed.updates == state["updates"] + 50
