@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument(
         "overrides", nargs="*", default=[], help="extra hydra overrides for our recipe"
     )
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # hydra overrides may follow the options
     if args.sb3_worker is not None:
         sb3_worker(args.env, args.sb3_worker, args.out)
         return

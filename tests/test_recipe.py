@@ -233,13 +233,16 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
         cwd=tmp_path,
     )
     eval_csv = run_dir / "eval.csv"
-    deadline = time.time() + 90
-    while time.time() < deadline and not (
-        eval_csv.exists() and len(eval_csv.read_text().splitlines()) >= 3
-    ):
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not (
+            eval_csv.exists() and len(eval_csv.read_text().splitlines()) >= 3
+        ):
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never leave the run behind if the test fails
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Stopped by SIGTERM" in out and f"resume={run_dir}" in out
     state = load_checkpoint(run_dir)
