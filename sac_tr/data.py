@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from omegaconf import DictConfig
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
-from torchrl.envs import EnvBase, ParallelEnv, SerialEnv
+from torchrl.envs import EnvBase, EnvCreator, ParallelEnv, SerialEnv
 
 __all__ = ["make_collector", "make_replay_buffer"]
 
@@ -37,8 +38,8 @@ def make_collector(
     """
     if num_envs > 1:
         batched = ParallelEnv if parallel else SerialEnv
-        base_fn = env_fn
-        env_fn = lambda: batched(num_envs, base_fn)  # noqa: E731
+        creator = EnvCreator(env_fn) if parallel else env_fn  # picklable for the worker processes
+        env_fn = partial(batched, num_envs, creator)
     return Collector(
         env_fn,
         policy,
