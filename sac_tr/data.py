@@ -57,12 +57,13 @@ def make_replay_buffer(
     """A uniform replay buffer D of ``buffer_cfg.size`` transitions, sampled ``batch_size`` at a time.
 
     ``buffer_cfg.storage``: ``memory`` (``LazyTensorStorage``) or ``disk`` (``LazyMemmapStorage``
-    under ``run_dir/buffer``, for buffers larger than RAM and for resuming).
+    under ``run_dir/buffer``, for buffers larger than RAM and for resuming). The in-memory buffer
+    lives on ``device``, so sampled batches are already where the update runs.
     """
     if buffer_cfg.storage == "disk":
         storage = LazyMemmapStorage(
             buffer_cfg.size, scratch_dir=Path(run_dir) / "buffer", existsok=True
         )
     else:
-        storage = LazyTensorStorage(buffer_cfg.size)
+        storage = LazyTensorStorage(buffer_cfg.size, device=device)  # on the GPU when training there
     return TensorDictReplayBuffer(storage=storage, batch_size=batch_size)

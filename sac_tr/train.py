@@ -166,7 +166,7 @@ class TrainingRun:
         new_frames = batch.numel()
         self.counters.frames += new_frames
         keys = (*self.agent.loss.in_keys, ("next", "done"))
-        self.buffer.extend(batch.select(*keys, strict=False).to("cpu"))
+        self.buffer.extend(batch.select(*keys, strict=False))
         finished = batch["next", "done"].squeeze(-1)
         if finished.any():
             returns = batch["next", "episode_reward"][finished]
