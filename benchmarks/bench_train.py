@@ -80,6 +80,12 @@ def main() -> None:
     parser.add_argument("--loss", default="sac_v1", choices=["sac_v1", "sac_v2"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument(
+        "--frames-per-batch",
+        type=int,
+        default=1,
+        help="ours: env steps per collector batch (then as many updates)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ours, sb3 = [], []

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch._inductor.config
 from tensordict import TensorDict
 from torchrl.data import Bounded
 from torchrl.objectives import SACLoss, SoftUpdate
@@ -53,11 +54,15 @@ def random_batches(
     return out
 
 
-def tensordict_update(loss, updater) -> Callable[[TensorDict], None]:
-    optimizer = torch.optim.Adam(loss.parameters(), lr=3e-4, foreach=True)
+def tensordict_update(loss, updater, forward=None) -> Callable[[TensorDict], None]:
+    """loss + backward + Adam + target update; sac_tr's losses use fused Adam as its recipe does."""
+    fused = isinstance(loss, (SACv1Loss, SACv2Loss))
+    kind = {"fused": True} if fused else {"foreach": True}
+    optimizer = torch.optim.Adam(loss.parameters(), lr=3e-4, **kind)
+    forward = loss if forward is None else forward
 
     def step(batch: TensorDict) -> None:
-        out = loss(batch)
+        out = forward(batch)
         total = sum(v for k, v in out.items() if k.startswith("loss_"))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -87,6 +92,14 @@ def make_contenders(args, obs_dim: int, act_dim: int) -> dict[str, Callable[[Ten
         "sac_tr v2": tensordict_update(ours_v2, make_target_updater(ours_v2, tau=0.005)),
         "torchrl SACLoss v2": tensordict_update(theirs_v2, SoftUpdate(theirs_v2, tau=0.005)),
     }
+    if args.compile:
+        torch._inductor.config.fallback_random = True  # as sac_tr's compile=true does
+        for name, value in (("sac_tr v1 compiled", True), ("sac_tr v2 compiled", False)):
+            loss = SACv1Loss(*nets(True), reward_scale=5.0) if value else SACv2Loss(*nets(False))
+            loss.validate_inputs = False
+            contenders[name] = tensordict_update(
+                loss, make_target_updater(loss, tau=0.005), forward=torch.compile(loss)
+            )
     sb3 = make_sb3(args, obs_dim, act_dim)
     if sb3 is not None:
         contenders["sb3 SAC.train"] = sb3
@@ -181,6 +194,9 @@ def main() -> None:
     parser.add_argument("--act-dim", type=int, default=6)
     parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions")
     parser.add_argument("--updates", type=int, default=100, help="updates per repetition")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time sac_tr with torch.compile"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     contenders = make_contenders(args, args.obs_dim, args.act_dim)
@@ -204,7 +220,7 @@ def main() -> None:
         print(f"{name:<20} {statistics.median(values):7.1f} updates/s  (IQR {q[0]:.1f}-{q[2]:.1f})")
     peak = measure_peak(args.threads, args.hidden[0])
     med = {name: statistics.median(v) for name, v in rates.items()}
-    for name, v1 in (("sac_tr v1", True), ("sac_tr v2", False)):
+    for name, v1 in [(n, "v1" in n) for n in med if n.startswith("sac_tr")]:
         gflop = (
             update_flops(args.batch_size, args.obs_dim, args.act_dim, tuple(args.hidden), v1) / 1e9
         )
@@ -213,14 +229,13 @@ def main() -> None:
             f"{name}: {gflop:.3f} GFLOP/update; matmul peak {peak:.0f} GFLOP/s -> ceiling "
             f"{ceiling:.0f} updates/s; reached {100 * med[name] / ceiling:.0f}%"
         )
-    print(
-        f"ratio sac_tr v1 / torchrl SACLoss v1: {med['sac_tr v1'] / med['torchrl SACLoss v1']:.2f}"
-    )
-    print(
-        f"ratio sac_tr v2 / torchrl SACLoss v2: {med['sac_tr v2'] / med['torchrl SACLoss v2']:.2f}"
-    )
-    if "sb3 SAC.train" in med:
-        print(f"ratio sac_tr v2 / sb3 SAC.train: {med['sac_tr v2'] / med['sb3 SAC.train']:.2f}")
+    for ours in [n for n in med if n.startswith("sac_tr")]:
+        version = "v1" if "v1" in ours else "v2"
+        print(
+            f"ratio {ours} / torchrl SACLoss {version}: {med[ours] / med['torchrl SACLoss ' + version]:.2f}"
+        )
+        if version == "v2" and "sb3 SAC.train" in med:
+            print(f"ratio {ours} / sb3 SAC.train: {med[ours] / med['sb3 SAC.train']:.2f}")
 
 
 if __name__ == "__main__":

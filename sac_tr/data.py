@@ -35,6 +35,9 @@ def make_collector(
     (``SerialEnv``: one batched policy call per step) or each in its own process
     (``ParallelEnv``: environment steps run concurrently; pays off with spare cores).
     ``frames_per_batch`` must then be a multiple of ``num_envs``.
+
+    The collector runs ``policy`` itself, in this process: parameters updated by the optimizer
+    act on the next step with no weight synchronisation (tests/test_data.py checks it).
     """
     if num_envs > 1:
         batched = ParallelEnv if parallel else SerialEnv
@@ -65,5 +68,7 @@ def make_replay_buffer(
             buffer_cfg.size, scratch_dir=Path(run_dir) / "buffer", existsok=True
         )
     else:
-        storage = LazyTensorStorage(buffer_cfg.size, device=device)  # on the GPU when training there
+        storage = LazyTensorStorage(
+            buffer_cfg.size, device=device
+        )  # on the GPU when training there
     return TensorDictReplayBuffer(storage=storage, batch_size=batch_size)

@@ -82,7 +82,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         for batch in run.collector or ():
             new_frames = run.store(batch)  # a_t ~ pi(.|s_t), s_t+1 ~ p;  D <- D u {(s, a, r, s')}
             run.learn(new_frames)  # V_psi, pi_phi, Q_theta_i steps, then psibar <- tau psi + ...
-            run.collector.update_policy_weights_()
             run.log_losses()
             frames = run.counters.frames
             if _crossed(frames, new_frames, cfg.eval.every_frames) or frames >= cfg.total_frames:
