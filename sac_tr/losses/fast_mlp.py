@@ -19,10 +19,12 @@ from torch import nn
 
 __all__ = ["mlp_forward", "mlp_plan"]
 
+# In place: an activation here always follows a linear layer, whose fresh output nothing else
+# reads (the linear backward needs its input and weight, the activation's backward its result).
 _ACTIVATIONS: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
-    nn.ReLU: torch.relu,
-    nn.Tanh: torch.tanh,
-    nn.ELU: F.elu,
+    nn.ReLU: torch.relu_,
+    nn.Tanh: torch.tanh_,
+    nn.ELU: lambda h: F.elu(h, inplace=True),
 }
 
 Plan = list[tuple[str, Callable[[torch.Tensor], torch.Tensor] | None]]
@@ -62,7 +64,7 @@ def mlp_forward(
     h = x
     for name, activation in plan:
         if activation is not None:
-            h = activation(h)
+            h = activation(h) if h is not x else activation(h.clone())  # never touch the caller's x
             continue
         weight, bias = params[(*prefix, name, "weight")], params[(*prefix, name, "bias")]
         if weight.dim() == 2:
