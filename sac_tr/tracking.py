@@ -104,7 +104,3 @@ class EvalCSV:
             raise KeyError(f"EvalCSV row is missing {sorted(missing)}")
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow([row[k] for k in self.FIELDS])
-
-    def read(self) -> list[dict[str, float]]:
-        with self.path.open() as f:
-            return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
