@@ -1,7 +1,7 @@
 """Evaluate a saved SAC policy: deterministic return over N episodes, optionally an mp4.
 
 python recipes/evaluate.py checkpoint=runs/halfcheetah/<run> episodes=10
-python recipes/evaluate.py checkpoint=runs/pendulum/<run>/checkpoints/latest.pt video=true
+python recipes/evaluate.py checkpoint=runs/pendulum/<run> video=true
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def main(cfg: DictConfig) -> None:
     print(
         f"Done: {summary.frames} frames, {summary.updates} updates, "
         f"last eval return {summary.last_eval_return:.1f}, {summary.frames_per_second:.0f} frames/s. "
-        f"Run directory: {summary.run_dir} (eval.csv, checkpoints/latest.pt, videos/)"
+        f"Run directory: {summary.run_dir} (eval.csv, checkpoints/step_<frames>.pt, videos/)"
     )
 
 

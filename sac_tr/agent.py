@@ -16,6 +16,7 @@ from torchrl.objectives import LossModule
 from torchrl.objectives.utils import TargetNetUpdater
 
 from sac_tr.envs import observation_dim
+from sac_tr.faults import NonFiniteError, batch_statistics, first_nonfinite_loss
 from sac_tr.losses import SACv1Loss, SACv2Loss
 from sac_tr.modules import make_actor, make_qvalue, make_value
 from sac_tr.targets import make_target_updater
@@ -125,16 +126,28 @@ def make_optimizer(loss: LossModule, optim_cfg: DictConfig) -> torch.optim.Adam:
     return torch.optim.Adam(groups, fused=True)
 
 
-def update(agent: SACAgent, batch: TensorDictBase) -> TensorDictBase:
+def update(
+    agent: SACAgent, batch: TensorDictBase, *, skip_nonfinite: bool = False
+) -> TensorDictBase | None:
     """One gradient step of SAC on ``batch`` (Algorithm 1, inner loop), then the target update.
 
     The value, policy and Q gradients are all taken at the current parameters and applied
     together; this is the paper's update, because no loss reads a parameter another updates
     in the same step (Q's target is V_psibar, not V_psi).
 
+    A NaN/inf loss is caught before any parameter moves: ``NonFiniteError`` (naming the loss,
+    with the batch's statistics), or, with ``skip_nonfinite``, no step and ``None`` returned.
+
     Returns the loss TensorDict detached (for logging).
     """
     out = agent.losses(batch)
+    bad = first_nonfinite_loss(out)  # one host read; nothing has changed yet
+    if bad is not None:
+        if skip_nonfinite:
+            return None
+        raise NonFiniteError(
+            f"{bad} is {float(out.get(bad)):.4g}. The batch:\n{batch_statistics(batch)}"
+        )
     total = sum(value for key, value in out.items() if key.startswith("loss_"))
     agent.optimizer.zero_grad(set_to_none=True)
     total.backward()

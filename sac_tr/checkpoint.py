@@ -1,9 +1,15 @@
-"""Checkpoints: everything a run needs to continue, written atomically, loaded without unpickling code."""
+"""Checkpoints: everything a run needs to continue, written atomically, loaded without unpickling code.
+
+A run keeps its last ``keep`` checkpoints as ``run_dir/checkpoints/step_<frames>.pt`` (and, when
+the replay buffer is saved, ``step_<frames>.buffer/`` beside each), so a checkpoint damaged by a
+crash still leaves the previous one to resume from.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +18,34 @@ import torch
 
 __all__ = [
     "CheckpointError",
+    "buffer_dir",
+    "checkpoint_path",
     "find_checkpoint",
     "get_rng_state",
+    "list_checkpoints",
     "load_checkpoint",
+    "rotate_checkpoints",
+    "save_buffer",
     "save_checkpoint",
     "set_rng_state",
 ]
 
-LATEST = "latest.pt"
+PREFIX, SUFFIX = "step_", ".pt"
+
+
+def checkpoint_path(ckpt_dir: str | os.PathLike, frames: int) -> Path:
+    """``ckpt_dir/step_<frames, 10 digits>.pt``: names sort in frame order."""
+    return Path(ckpt_dir) / f"{PREFIX}{frames:010d}{SUFFIX}"
+
+
+def buffer_dir(checkpoint: str | os.PathLike) -> Path:
+    """Where the replay buffer saved with ``checkpoint`` lives: ``step_<frames>.buffer/``."""
+    return Path(checkpoint).with_suffix(".buffer")
+
+
+def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoints in ``ckpt_dir``, oldest first."""
+    return sorted(Path(ckpt_dir).glob(f"{PREFIX}*{SUFFIX}"))
 
 
 class CheckpointError(RuntimeError):
@@ -40,14 +66,40 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def save_buffer(buffer: Any, path: str | os.PathLike) -> Path:
+    """``buffer.dumps`` into a temporary folder, then a rename: a crash mid-write never leaves a
+    half-written buffer under the final name."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    buffer.dumps(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return path
+
+
+def rotate_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (and their buffers). Returns the deleted."""
+    old = list_checkpoints(ckpt_dir)[:-keep] if keep > 0 else []
+    for path in old:
+        path.unlink(missing_ok=True)
+        shutil.rmtree(buffer_dir(path), ignore_errors=True)
+    return old
+
+
 def find_checkpoint(path: str | os.PathLike) -> Path:
-    """Accept a checkpoint file or a run directory (then ``run_dir/checkpoints/latest.pt``)."""
+    """Accept a checkpoint file, a run directory or its ``checkpoints`` folder (then the newest
+    ``step_<frames>.pt`` there)."""
     path = Path(path)
     if path.is_dir():
-        candidate = path / "checkpoints" / LATEST
-        if not candidate.exists():
-            candidate = path / LATEST
-        path = candidate
+        found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
+        if not found:
+            raise CheckpointError(
+                f"No checkpoint in {str(path)!r}: expected checkpoints/{PREFIX}<frames>{SUFFIX}; "
+                "give a .pt file or a run directory."
+            )
+        path = found[-1]
     if not path.is_file():
         raise CheckpointError(
             f"No checkpoint at {str(path)!r}: give a .pt file or a run directory."
@@ -64,9 +116,13 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, wrong format, disallowed globals
+        older = [p for p in list_checkpoints(path.parent) if p.name < path.name]
+        hint = (
+            f"resume from the previous one: {str(older[-1])!r}" if older else "use an earlier one"
+        )
         raise CheckpointError(
             f"Could not read checkpoint {str(path)!r} ({type(err).__name__}: {err}). "
-            "It may be truncated or not a sac_tr checkpoint; use an earlier one."
+            f"It may be truncated or not a sac_tr checkpoint; {hint}."
         ) from err
     if not isinstance(state, dict) or "frames" not in state:
         raise CheckpointError(f"{str(path)!r} is not a sac_tr checkpoint (no 'frames' entry).")

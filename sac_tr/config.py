@@ -132,8 +132,10 @@ def validate_config(cfg: DictConfig) -> None:
             f"frames_per_batch={fpb} is not a multiple of collector.num_envs={n_envs} "
             f"(use frames_per_batch={n_envs * max(1, fpb // n_envs)})."
         )
-    if not isinstance(cfg.compile, bool):
-        problems.append(f"compile={cfg.compile!r}: must be true or false.")
+    for key in ("compile", "nan_guard", "checkpoint.save_buffer", "collector.parallel", "progress"):
+        if not isinstance(cfg_get(cfg, key), bool):
+            problems.append(f"{key}={cfg_get(cfg, key)!r}: must be true or false.")
+    _positive_int(problems, "checkpoint.keep", cfg.checkpoint.keep)
     if cfg.threads is not None:
         _positive_int(problems, "threads", cfg.threads)
     if cfg.resume is not None and not Path(str(cfg.resume)).exists():

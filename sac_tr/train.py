@@ -19,16 +19,22 @@ from tqdm import tqdm
 
 from sac_tr.agent import make_agent, update
 from sac_tr.checkpoint import (
+    buffer_dir,
+    checkpoint_path,
     find_checkpoint,
     get_rng_state,
     load_checkpoint,
+    rotate_checkpoints,
+    save_buffer,
     save_checkpoint,
     set_rng_state,
 )
 from sac_tr.config import validate_config
 from sac_tr.data import make_collector, make_replay_buffer
+from sac_tr.env_state import EnvStateError, capture_collector_state, restore_collector_state
 from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
+from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
 from sac_tr.signals import StopOnSignal
 from sac_tr.tracking import EvalCSV, log_metrics, log_video_file, make_logger
 
@@ -56,6 +62,8 @@ class Counters:
     updates: int = 0
     evals: int = 0
     update_credit: float = 0.0  # fractional updates owed when utd_ratio is not an integer
+    skipped_transitions: int = 0  # NaN/inf transitions dropped (nan_guard=true)
+    skipped_updates: int = 0  # batches with a NaN/inf loss skipped (nan_guard=true)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,7 +126,7 @@ class TrainingRun:
         self.buffer = make_replay_buffer(cfg.buffer, cfg.batch_size, self.run_dir, self.device)
         self.counters = Counters()
         if resumed:
-            self._restore(resumed)
+            self._restore(resumed, find_checkpoint(cfg.resume))
         frames = self.counters.frames
         self.collector = (
             make_collector(
@@ -134,6 +142,9 @@ class TrainingRun:
             if frames < cfg.total_frames
             else None
         )
+        if resumed:  # last, so that building the collector draws nothing from the saved RNG
+            self._restore_collector(resumed.get("collector"))
+            set_rng_state(resumed["rng"])
         self.logger = make_logger(
             cfg.logger.backend,
             self.run_dir,
@@ -165,7 +176,17 @@ class TrainingRun:
         new_frames = batch.numel()
         self.counters.frames += new_frames
         keys = (*self.agent.loss.in_keys, ("next", "done"))
-        self.buffer.extend(batch.select(*keys, strict=False))
+        batch_in = batch.select(*keys, strict=False)
+        bad, culprits = nonfinite_rows(batch_in, batch_in.keys(True, True))
+        if culprits:
+            if not self.cfg.nan_guard:
+                self._stop_on_fault(
+                    f"NaN/inf in {culprits} from the environment",
+                    batch_statistics(batch_in),
+                )
+            self.counters.skipped_transitions += int(bad.sum())
+            batch_in = batch_in[~bad]
+        self.buffer.extend(batch_in)
         finished = batch["next", "done"].squeeze(-1)
         if finished.any():
             returns = batch["next", "episode_reward"][finished]
@@ -179,11 +200,21 @@ class TrainingRun:
             return
         c.update_credit += new_frames * cfg.utd_ratio
         while c.update_credit >= 1.0:
-            out = update(self.agent, self.buffer.sample().to(self.device))
+            c.update_credit -= 1.0
+            try:
+                out = update(
+                    self.agent,
+                    self.buffer.sample().to(self.device),
+                    skip_nonfinite=self.cfg.nan_guard,
+                )
+            except NonFiniteError as err:  # raised before any parameter moved
+                self._stop_on_fault(f"a non-finite loss at update {c.updates + 1}", str(err))
+            if out is None:  # nan_guard: the batch was skipped
+                c.skipped_updates += 1
+                continue
             self.losses_sum = out if self.losses_sum is None else self.losses_sum + out
             self.losses_count += 1
             c.updates += 1
-            c.update_credit -= 1.0
 
     def log_losses(self) -> None:
         """Every ``log_every_updates`` updates: mean losses and diagnostics, speed (one host sync)."""
@@ -192,6 +223,8 @@ class TrainingRun:
         metrics = {f"train/{k}": v for k, v in (self.losses_sum / self.losses_count).items()}
         metrics["charts/frames_per_second"] = self._frames_per_second()
         metrics["charts/updates"] = self.counters.updates
+        metrics["charts/skipped_updates"] = self.counters.skipped_updates
+        metrics["charts/skipped_transitions"] = self.counters.skipped_transitions
         log_metrics(self.logger, metrics, self.counters.frames)
         self.losses_sum, self.losses_count = None, 0
 
@@ -227,23 +260,29 @@ class TrainingRun:
             log_video_file(self.logger, "eval/video", video, c.frames)
 
     def save(self) -> Path:
-        """Write ``checkpoints/latest.pt``: networks and targets (the loss's state), optimizer,
-        counters, RNG states, the W&B run id and, if asked, the replay buffer."""
-        ckpt_dir = self.run_dir / "checkpoints"
-        if self.cfg.checkpoint.save_buffer:
-            (ckpt_dir / "buffer").mkdir(parents=True, exist_ok=True)
-            self.buffer.dumps(ckpt_dir / "buffer")
+        """Write ``checkpoints/step_<frames>.pt``: networks and targets (the loss's state),
+        optimizer, counters, RNG states, the collector's environment state (for a resume in the
+        middle of an episode), the W&B run id and, if asked, the replay buffer beside it; then
+        delete all but the last ``checkpoint.keep``. Parameters holding NaN/inf are never saved."""
+        bad = nonfinite_parameters(self.agent.loss)
+        if bad:
+            self._stop_on_fault(f"NaN/inf in the parameters {bad[:5]}", "", save=False)
+        path = checkpoint_path(self.run_dir / "checkpoints", self.counters.frames)
+        if self.cfg.checkpoint.save_buffer:  # first: a checkpoint file implies its buffer is whole
+            save_buffer(self.buffer, buffer_dir(path))
         state = {
             **asdict(self.counters),
             "loss": self.agent.loss.state_dict(),
             "optimizer": self.agent.optimizer.state_dict(),
             "target_updater_counter": getattr(self.agent.target_updater, "counter", 0),
             "rng": get_rng_state(),
+            "collector": self._collector_state(),
             "wandb_id": getattr(getattr(self.logger, "experiment", None), "id", "") or "",
             "has_buffer": bool(self.cfg.checkpoint.save_buffer),
             "config": OmegaConf.to_yaml(self.cfg),
         }
-        self.checkpoint_path = save_checkpoint(state, ckpt_dir / "latest.pt")
+        self.checkpoint_path = save_checkpoint(state, path)
+        rotate_checkpoints(path.parent, self.cfg.checkpoint.keep)
         self.saved_at = self.counters.frames
         return self.checkpoint_path
 
@@ -259,10 +298,10 @@ class TrainingRun:
     def finish(self, interrupted_by: str | None = None) -> TrainSummary:
         """Close everything; make sure the final state is checkpointed."""
         self.progress.close()
+        if self.saved_at != self.counters.frames:
+            self.save()  # before the collector closes its environments (their state is saved)
         if self.collector is not None:
             self.collector.shutdown()
-        if self.saved_at != self.counters.frames:
-            self.save()
         experiment = getattr(self.logger, "experiment", None)
         if hasattr(experiment, "finish"):
             experiment.finish()
@@ -282,12 +321,36 @@ class TrainingRun:
             time.perf_counter() - self.start, 1e-9
         )
 
-    def _restore(self, state: dict) -> None:
-        self.counters = Counters(**{k: state[k] for k in asdict(Counters())})
+    def _stop_on_fault(self, what: str, details: str, save: bool = True) -> None:
+        """Stop the run on a numerical fault: checkpoint the (still finite) state, then raise
+        ``NonFiniteError`` naming the fault, the frame, the details and the checkpoint."""
+        if save:
+            self.save()
+        last = self.checkpoint_path or "none written yet"
+        raise NonFiniteError(
+            f"Stopped at frame {self.counters.frames} (update {self.counters.updates}): {what}.\n"
+            f"{details}\nLast good checkpoint: {last}. Resume from it after fixing the cause, "
+            "or set nan_guard=true to skip such transitions and batches."
+        )
+
+    def _collector_state(self) -> dict | None:
+        if self.collector is None:
+            return None
+        try:
+            return capture_collector_state(self.collector)
+        except EnvStateError:  # e.g. environments in worker processes: resume starts new episodes
+            return None
+
+    def _restore_collector(self, state: dict | None) -> None:
+        if self.collector is not None and state is not None:
+            restore_collector_state(self.collector, state)
+
+    def _restore(self, state: dict, path: Path) -> None:
+        defaults = asdict(Counters())
+        self.counters = Counters(**{k: state.get(k, v) for k, v in defaults.items()})
         self.agent.loss.load_state_dict(state["loss"])
         self.agent.optimizer.load_state_dict(state["optimizer"])
         if hasattr(self.agent.target_updater, "counter"):
             self.agent.target_updater.counter = state["target_updater_counter"]
-        set_rng_state(state["rng"])
         if state.get("has_buffer"):
-            self.buffer.loads(self.run_dir / "checkpoints" / "buffer")
+            self.buffer.loads(buffer_dir(path))

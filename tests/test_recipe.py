@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sac_tr.checkpoint import CheckpointError, load_checkpoint
+from sac_tr.checkpoint import CheckpointError, buffer_dir, find_checkpoint, load_checkpoint
 from sac_tr.config import ConfigError
 from sac_tr.train import train
 
@@ -94,13 +94,17 @@ def test_resume_restores_every_network_and_optimizer_state_exactly(tmp_path):
     assert (state["frames"], state["updates"]) == (saved["frames"], saved["updates"])
 
 
-def test_truncated_checkpoint_is_reported_by_name(tmp_path):
-    bad = tmp_path / "checkpoints" / "latest.pt"
-    bad.parent.mkdir(parents=True)
-    torch.save({"frames": 1, "loss": {}}, bad)
-    bad.write_bytes(bad.read_bytes()[:40])
-    with pytest.raises(CheckpointError, match=r"latest\.pt.*truncated"):
+def test_truncated_checkpoint_is_named_and_the_previous_one_still_resumes(tmp_path):
+    train(make_cfg("total_frames=300", "logger=none", "checkpoint.keep=2"), tmp_path)
+    ckpts = sorted((tmp_path / "checkpoints").glob("step_*.pt"))
+    assert [p.name for p in ckpts] == ["step_0000000200.pt", "step_0000000300.pt"]  # rotated
+    assert not (tmp_path / "checkpoints" / "step_0000000100.buffer").exists()
+    newest, previous = ckpts[1], ckpts[0]
+    newest.write_bytes(newest.read_bytes()[:40])  # a crash mid-copy, a full disk...
+    with pytest.raises(CheckpointError, match=r"step_0000000300\.pt.*truncated.*step_0000000200"):
         load_checkpoint(tmp_path)
+    resumed = train(make_cfg("total_frames=300", "logger=none", f"resume={previous}"), "/unused")
+    assert resumed.run_dir == tmp_path and resumed.frames == 300
     with pytest.raises(CheckpointError, match="No checkpoint"):
         load_checkpoint(tmp_path / "nowhere")
 
@@ -248,7 +252,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     state = load_checkpoint(run_dir)
     assert 200 <= state["frames"] < 100000  # the periodic checkpoint (every 100,000) never came
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(1_000_000))  # buffer.size
-    buffer.loads(run_dir / "checkpoints" / "buffer")
+    buffer.loads(buffer_dir(find_checkpoint(run_dir)))
     assert len(buffer) == state["frames"]  # every transition collected so far was kept
     resumed = train(
         make_cfg(f"total_frames={state['frames'] + 50}", "logger=none", f"resume={run_dir}"),

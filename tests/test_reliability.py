@@ -1,0 +1,190 @@
+"""Exact resume, determinism, the replay buffer on disk, numerical faults (issue 7)."""
+
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+import sac_tr.train as train_module
+from sac_tr.checkpoint import buffer_dir, find_checkpoint, load_checkpoint
+from sac_tr.faults import NonFiniteError, NonFiniteInjector
+from sac_tr.train import TrainingRun, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "env.init_random_frames=100",
+    "batch_size=32",
+    "network.hidden_sizes=[32,32]",
+    "eval.episodes=2",
+    "eval.max_steps=50",
+    "log_every_updates=50",
+    "progress=false",
+    "threads=1",
+    "logger=none",
+    "eval.video_every=0",
+]
+
+
+def make_cfg(env: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="sac_mujoco", overrides=[f"env={env}", *SMALL, *overrides])
+
+
+def eval_returns(run_dir: Path) -> list[tuple[str, str, str]]:
+    """(frames, updates, return_mean) of every evaluation; wall time left out."""
+    rows = (run_dir / "eval.csv").read_text().splitlines()[1:]
+    return [tuple(r.split(",")[:3]) for r in rows]
+
+
+@pytest.mark.parametrize(
+    "env, n", [("pendulum", 300), ("halfcheetah", 240)], ids=["pendulum", "mujoco"]
+)
+def test_n_frames_equal_n_half_then_resume_n_half_exactly(tmp_path, env, n):
+    # Pendulum's episodes last 200 frames and HalfCheetah's 1,000: the cut at n/2 falls in the
+    # middle of an episode, so the environment's state must be carried over as well.
+    every = (f"eval.every_frames={n // 2}", f"checkpoint.every_frames={n // 2}")
+    whole = train(make_cfg(env, f"total_frames={n}", *every), tmp_path / "whole")
+    train(make_cfg(env, f"total_frames={n // 2}", *every), tmp_path / "split")
+    split = train(
+        make_cfg(env, f"total_frames={n}", *every, f"resume={tmp_path / 'split'}"), "/unused"
+    )
+    a, b = load_checkpoint(whole.checkpoint), load_checkpoint(split.checkpoint)
+    assert (a["frames"], a["updates"]) == (b["frames"], b["updates"]) == (n, n - 100 + 1)
+    assert a["loss"].keys() == b["loss"].keys()
+    for key in a["loss"]:
+        assert torch.equal(a["loss"][key], b["loss"][key]), key
+    for index, moments in a["optimizer"]["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(b["optimizer"]["state"][index][name], value), (index, name)
+    assert eval_returns(tmp_path / "whole") == eval_returns(tmp_path / "split")
+    assert len(eval_returns(tmp_path / "whole")) == 2
+    # The two runs' buffers hold the same transitions in the same slots.
+    buffers = []
+    for ckpt in (whole.checkpoint, split.checkpoint):
+        rb = TensorDictReplayBuffer(storage=LazyTensorStorage(1_000_000))
+        rb.loads(buffer_dir(ckpt))
+        buffers.append(rb[:n])
+    assert (buffers[0] == buffers[1]).all()
+
+
+def test_same_seed_same_first_1000_updates_other_seed_differs(tmp_path, monkeypatch):
+    recorded: list[list[torch.Tensor]] = []
+
+    def recording_update(agent, batch, **kwargs):
+        out = real_update(agent, batch, **kwargs)
+        recorded[-1].append(torch.stack([out[k] for k in sorted(out.keys()) if "loss" in k]))
+        return out
+
+    real_update = train_module.update
+    monkeypatch.setattr(train_module, "update", recording_update)
+    frames = ("total_frames=1099", "eval.every_frames=1099", "checkpoint.every_frames=1099")
+    for seed, name in ((0, "a"), (0, "b"), (1, "c")):
+        recorded.append([])
+        train(make_cfg("pendulum", f"seed={seed}", *frames), tmp_path / name)
+    first, again, other = (torch.stack(r) for r in recorded)
+    assert first.shape == (1000, 3)  # loss_actor, loss_qvalue, loss_value for 1,000 updates
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+def test_disk_buffer_survives_a_restart(tmp_path):
+    common = ("buffer.storage=disk", "eval.every_frames=100", "checkpoint.every_frames=100")
+    first = train(make_cfg("pendulum", "total_frames=200", *common), tmp_path)
+    assert list((tmp_path / "buffer").rglob("*.memmap")), "the storage is memory-mapped files"
+    saved = TensorDictReplayBuffer(storage=LazyTensorStorage(1_000_000))
+    saved.loads(buffer_dir(first.checkpoint))
+    # A new process: a fresh run object reopens the run directory and continues.
+    resumed = TrainingRun(make_cfg("pendulum", "total_frames=300", f"resume={tmp_path}"), tmp_path)
+    assert len(resumed.buffer) == 200
+    assert (resumed.buffer[:200] == saved[:200]).all()
+    resumed.finish()
+
+
+# ----------------------------------------------------------------------------- numerical faults
+def _register(env_id: str, **injector) -> str:
+    if env_id not in gym.registry:
+        gym.register(
+            env_id,
+            entry_point=lambda **kw: NonFiniteInjector(gym.make("Pendulum-v1", **kw), **injector),
+        )
+    return env_id
+
+
+FAULT = ("total_frames=300", "eval.every_frames=1000", "checkpoint.every_frames=1000")
+
+
+def test_nan_reward_stops_the_run_with_frame_key_and_a_good_checkpoint(tmp_path):
+    env_id = _register("NaNRewardPendulum-v1", at_steps={150}, target="reward")
+    with pytest.raises(NonFiniteError) as err:
+        train(make_cfg("pendulum", f"env.id={env_id}", *FAULT), tmp_path)
+    message = str(err.value)
+    assert "frame 150" in message and "('next', 'reward')" in message
+    assert "nan_guard=true" in message and "step_0000000150.pt" in message
+    state = load_checkpoint(find_checkpoint(tmp_path))
+    assert state["frames"] == 150
+    assert all(torch.isfinite(v).all() for v in state["loss"].values())
+
+
+def test_nan_guard_drops_bad_transitions_and_the_run_finishes(tmp_path):
+    env_id = _register("NaNObsPendulum-v1", at_steps={120, 130}, target="both")
+    summary = train(make_cfg("pendulum", f"env.id={env_id}", "nan_guard=true", *FAULT), tmp_path)
+    state = load_checkpoint(summary.checkpoint)
+    assert summary.frames == 300
+    # A NaN observation is acted on (NaN action, NaN state) until the episode ends at frame 200,
+    # so the transitions of frames 120..200 are all dropped: 81 of them.
+    assert state["skipped_transitions"] == 81
+    assert all(torch.isfinite(v).all() for v in state["loss"].values())
+
+
+def test_a_nonfinite_loss_is_named_and_skipped_under_nan_guard(tmp_path):
+    # A finite but huge reward squares to inf in the Q regression: the data check lets it in,
+    # the loss check must catch it before any parameter moves.
+    env_id = _register("HugeRewardPendulum-v1", at_steps={110}, target="reward", value=3e38)
+    with pytest.raises(NonFiniteError, match=r"(?s)non-finite loss.*loss_qvalue is inf.*reward"):
+        train(make_cfg("pendulum", f"env.id={env_id}", *FAULT), tmp_path / "stop")
+    state = load_checkpoint(tmp_path / "stop")
+    assert all(torch.isfinite(v).all() for v in state["loss"].values())
+    guarded = train(make_cfg("pendulum", f"env.id={env_id}", "nan_guard=true", *FAULT), tmp_path)
+    state = load_checkpoint(guarded.checkpoint)
+    # Every batch that drew the huge transition (stored at frame 110) was skipped. Batches of 32
+    # drawn with replacement from the f transitions held at frame f contain it with probability
+    # p_f = 1 - (1 - 1/f)^32; the count skipped is a sum of independent Bernoulli(p_f).
+    p = [1 - (1 - 1 / f) ** 32 for f in range(110, 301)]
+    mean, std = sum(p), sum(q * (1 - q) for q in p) ** 0.5
+    assert abs(state["skipped_updates"] - mean) < 5 * std, (state["skipped_updates"], mean, std)
+    assert state["updates"] + state["skipped_updates"] == 201
+    assert all(torch.isfinite(v).all() for v in state["loss"].values())
+
+
+def test_nonfinite_parameters_are_never_checkpointed(tmp_path):
+    run = TrainingRun(make_cfg("pendulum", "total_frames=300"), tmp_path)
+    with torch.no_grad():
+        next(iter(run.agent.loss.qvalue_network_params.values(True, True)))[0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"NaN/inf in the parameters \['qvalue"):
+        run.save()
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))
+    run.collector.shutdown()
+
+
+@pytest.mark.parametrize("env_id", ["Ant-v5", "Pendulum-v1"])
+def test_gym_state_round_trip_continues_the_same_trajectory(env_id, tmp_path):
+    # Ant reads body positions (derived by the simulator, one sub-step stale) before each step:
+    # the restored environment must reproduce those too, not only qpos and qvel.
+    from sac_tr.env_state import capture_gym_state, restore_gym_state
+
+    original, copy = gym.make(env_id), gym.make(env_id)
+    original.reset(seed=1)
+    copy.reset(seed=2)
+    original.action_space.seed(0)
+    actions = [original.action_space.sample() for _ in range(40)]
+    for action in actions[:20]:
+        original.step(action)
+    torch.save(capture_gym_state(original), tmp_path / "state.pt")
+    restore_gym_state(copy, torch.load(tmp_path / "state.pt", weights_only=True))
+    for action in actions[20:]:
+        a, b = original.step(action), copy.step(action)
+        assert (a[0] == b[0]).all() and a[1:4] == b[1:4]
+    assert (original.reset()[0] == copy.reset()[0]).all()  # the generators continue alike too
