@@ -212,12 +212,41 @@ class SACLossBase(LossModule):
                 f"{name}: {self.tensor_keys.action!r} has shape {tuple(action.shape)}, "
                 f"expected {(*batch, self._action_dim)}."
             )
-        reward = td.get(("next", self.tensor_keys.reward))
-        if not torch.isfinite(reward).all():
-            raise ValueError(
-                f"{name}: ('next', {self.tensor_keys.reward!r}) holds NaN or inf "
-                f"({int((~torch.isfinite(reward)).sum())} entries); check the environment's rewards."
+        obs_dim = self._observation_dim()
+        for key in self.in_keys:
+            value = td.get(key)
+            if tuple(value.shape[: len(batch)]) != batch:
+                raise ValueError(
+                    f"{name}: {key!r} has shape {tuple(value.shape)}; its leading dims must be "
+                    f"the batch size {batch}."
+                )
+            observation = key in self.actor_network.in_keys or (
+                isinstance(key, tuple)
+                and key[0] == "next"
+                and key[1:]
+                in [(k,) if isinstance(k, str) else k for k in self.actor_network.in_keys]
             )
+            if observation and obs_dim is not None and value.shape[-1] != obs_dim:
+                raise ValueError(
+                    f"{name}: {key!r} has {value.shape[-1]} features but the networks take "
+                    f"{obs_dim} (shape {tuple(value.shape)})."
+                )
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise ValueError(
+                    f"{name}: {key!r} holds NaN or inf ({int((~torch.isfinite(value)).sum())} "
+                    "entries); check the environment's observations and rewards."
+                )
+
+    def _observation_dim(self) -> int | None:
+        """Input features of the actor's first linear layer (``None`` if it has none or is lazy)."""
+        if not hasattr(self, "_obs_dim_cache"):
+            first = next(
+                (m for m in self.actor_network.modules() if isinstance(m, torch.nn.Linear)), None
+            )
+            lazy = first is None or isinstance(first, torch.nn.modules.lazy.LazyModuleMixin)
+            single_input = len(self.actor_network.in_keys) == 1
+            self._obs_dim_cache = first.in_features if not lazy and single_input else None
+        return self._obs_dim_cache
 
     def _sample_action(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
         """a~ = f_phi(eps; s), reparameterised (eq. 11), and log pi(a~|s) from the pre-tanh sample
