@@ -9,21 +9,22 @@ import torch
 import torch._inductor.config
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from torch import nn
 from torchrl.envs import EnvBase
-from torchrl.modules import ProbabilisticActor
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import TargetNetUpdater
 
+from sac_tr.components import (
+    make_actor_from_config,
+    make_collector_policy,
+    make_loss_from_config,
+)
 from sac_tr.envs import observation_dim
 from sac_tr.faults import NonFiniteError, batch_statistics, first_nonfinite_loss
-from sac_tr.losses import SACv1Loss, SACv2Loss
-from sac_tr.modules import make_actor, make_qvalue, make_value
 from sac_tr.targets import make_target_updater
 
 __all__ = ["SACAgent", "make_agent", "make_optimizer", "update"]
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 
 
 @dataclass
@@ -31,11 +32,17 @@ class SACAgent:
     """Everything that learns: the policy (also used by the collector), the loss holding every
     network and target, one optimizer over all of them, and the target updater."""
 
-    actor: ProbabilisticActor
+    actor: TensorDictModuleBase
     loss: LossModule
     optimizer: torch.optim.Optimizer
     target_updater: TargetNetUpdater
     compiled_loss: Callable[[TensorDictBase], TensorDictBase] | None = None
+    policy: TensorDictModuleBase | None = None  # what the collector runs (actor + exploration)
+    policy_delay: int = 1  # TD3: update the actor and the targets every this many steps
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            self.policy = self.actor
 
     def losses(self, batch: TensorDictBase) -> TensorDictBase:
         """The loss TensorDict of ``batch``, through the compiled forward when there is one
@@ -47,42 +54,13 @@ class SACAgent:
 
 
 def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
-    """Build the SAC agent for ``env`` from ``cfg.network``, ``cfg.loss`` (``sac_v1`` or
-    ``sac_v2``), ``cfg.optim`` and ``cfg.target_update``."""
+    """Build the agent for ``env`` from ``cfg.actor``, ``cfg.critic``, ``cfg.loss``
+    (``sac_v1``, ``sac_v2``, ``sac_deterministic``, ``td3``, ``ddpg`` or a user's class),
+    ``cfg.optim`` and ``cfg.target_update`` (see ``sac_tr.components``)."""
     obs_dim = observation_dim(env)
-    act_dim = int(env.action_spec.shape[-1])
-    net = {
-        "hidden_sizes": tuple(cfg.network.hidden_sizes),
-        "activation": ACTIVATIONS[cfg.network.activation],
-    }
-    actor = make_actor(
-        env.action_spec.to("cpu"),
-        obs_dim,
-        log_std_bounds=(cfg.network.log_std_min, cfg.network.log_std_max),
-        **net,
-    )
-    qvalue = make_qvalue(obs_dim, act_dim, **net)
-    if cfg.loss.name == "sac_v1":
-        loss = SACv1Loss(
-            actor,
-            qvalue,
-            make_value(obs_dim, **net),
-            num_qvalue_nets=cfg.loss.num_qvalue_nets,
-            alpha=cfg.loss.alpha,
-            reward_scale=cfg.loss.reward_scale,
-        )
-    else:  # sac_v2 (validate_config admits no other name)
-        loss = SACv2Loss(
-            actor,
-            qvalue,
-            num_qvalue_nets=cfg.loss.num_qvalue_nets,
-            alpha_init=cfg.loss.alpha_init,
-            fixed_alpha=cfg.loss.fixed_alpha,
-            target_entropy=cfg.loss.target_entropy,
-            reward_scale=cfg.loss.reward_scale,
-        )
-    loss.make_value_estimator(gamma=cfg.loss.gamma)
-    loss = loss.to(device)
+    action_spec = env.action_spec.to("cpu")
+    actor = make_actor_from_config(cfg, action_spec, obs_dim)
+    loss = make_loss_from_config(cfg, actor, action_spec, obs_dim).to(device)
     actor = actor.to(device)
     compiled_loss = None
     if cfg.compile:
@@ -102,6 +80,8 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
             hard_update_every=cfg.target_update.hard_update_every,
         ),
         compiled_loss=compiled_loss,
+        policy=make_collector_policy(cfg, actor, action_spec.to(device)),
+        policy_delay=int(cfg.loss.get("policy_delay", 1)),
     )
 
 
@@ -113,21 +93,27 @@ def make_optimizer(loss: LossModule, optim_cfg: DictConfig) -> torch.optim.Adam:
     network (Adam is per-parameter) and takes one ``step()`` call; ``foreach`` batches the
     arithmetic.
     """
+    # DDPG's critic is Q(s, a) but TorchRL names it value_network: it takes the Q rate.
+    has_q = getattr(loss, "qvalue_network_params", None) is not None
     groups = [
-        {"params": list(loss.actor_network_params.values(True, True)), "lr": optim_cfg.lr_actor},
-        {"params": list(loss.qvalue_network_params.values(True, True)), "lr": optim_cfg.lr_qvalue},
-    ]
-    if getattr(loss, "value_network_params", None) is not None:
-        groups.append(
-            {"params": list(loss.value_network_params.values(True, True)), "lr": optim_cfg.lr_value}
+        {"params": list(params.values(True, True)), "lr": lr}
+        for params, lr in (
+            (getattr(loss, "actor_network_params", None), optim_cfg.lr_actor),
+            (getattr(loss, "qvalue_network_params", None), optim_cfg.lr_qvalue),
+            (
+                getattr(loss, "value_network_params", None),
+                optim_cfg.lr_value if has_q else optim_cfg.lr_qvalue,
+            ),
         )
+        if params is not None
+    ]
     if isinstance(getattr(loss, "log_alpha", None), nn.Parameter):
         groups.append({"params": [loss.log_alpha], "lr": optim_cfg.lr_alpha})
     return torch.optim.Adam(groups, fused=True)
 
 
 def update(
-    agent: SACAgent, batch: TensorDictBase, *, skip_nonfinite: bool = False
+    agent: SACAgent, batch: TensorDictBase, *, skip_nonfinite: bool = False, step: int = 0
 ) -> TensorDictBase | None:
     """One gradient step of SAC on ``batch`` (Algorithm 1, inner loop), then the target update.
 
@@ -137,6 +123,9 @@ def update(
 
     A NaN/inf loss is caught before any parameter moves: ``NonFiniteError`` (naming the loss,
     with the batch's statistics), or, with ``skip_nonfinite``, no step and ``None`` returned.
+
+    ``step`` (the number of updates done before this one) times TD3's delayed policy updates:
+    with ``agent.policy_delay = d``, the actor and the targets move on steps d-1, 2d-1, ...
 
     Returns the loss TensorDict detached (for logging).
     """
@@ -148,9 +137,16 @@ def update(
         raise NonFiniteError(
             f"{bad} is {float(out.get(bad)):.4g}. The batch:\n{batch_statistics(batch)}"
         )
-    total = sum(value for key, value in out.items() if key.startswith("loss_"))
+    # TD3's delayed policy updates: the actor and the targets move every policy_delay steps.
+    delayed = agent.policy_delay > 1 and step % agent.policy_delay != agent.policy_delay - 1
+    total = sum(
+        value
+        for key, value in out.items()
+        if key.startswith("loss_") and not (delayed and key == "loss_actor")
+    )
     agent.optimizer.zero_grad(set_to_none=True)
     total.backward()
-    agent.optimizer.step()
-    agent.target_updater.step()  # psibar <- tau psi + (1 - tau) psibar
+    agent.optimizer.step()  # parameters without a gradient (the delayed actor) do not move
+    if not delayed:
+        agent.target_updater.step()  # psibar <- tau psi + (1 - tau) psibar
     return out.detach()

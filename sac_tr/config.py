@@ -8,14 +8,22 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from sac_tr.components import ACTOR_OF_LOSS, import_object, resolve_actor_kind
 from sac_tr.envs import check_env_id
 from sac_tr.tracking import BACKENDS, WANDB_MODES
 
 __all__ = ["ConfigError", "validate_config"]
 
-# The keys each loss reads from cfg.loss (beyond name, gamma, num_qvalue_nets, reward_scale).
-LOSS_KEYS = {"sac_v1": ("alpha",), "sac_v2": ("alpha_init", "fixed_alpha", "target_entropy")}
+# The keys each built-in loss reads from cfg.loss (beyond name and gamma).
+LOSS_KEYS = {
+    "sac_v1": ("alpha", "reward_scale", "num_qvalue_nets"),
+    "sac_v2": ("alpha_init", "fixed_alpha", "target_entropy", "reward_scale", "num_qvalue_nets"),
+    "sac_deterministic": ("reward_scale", "num_qvalue_nets"),
+    "td3": ("policy_noise", "noise_clip", "policy_delay", "num_qvalue_nets"),
+    "ddpg": (),
+}
 LOSSES = tuple(LOSS_KEYS)
+ACTORS = ("auto", "tanh_normal", "deterministic")
 
 
 class ConfigError(ValueError):
@@ -70,14 +78,22 @@ def validate_config(cfg: DictConfig) -> None:
         "optim.lr_qvalue",
         "optim.lr_value",
         "optim.lr_alpha",
-        "loss.reward_scale",
     ):
         _positive_float(problems, key, cfg_get(cfg, key))
-    for key in LOSS_KEYS.get(cfg.loss.name, ()):
+    _check_parts(problems, cfg)
+    for key in LOSS_KEYS.get(cfg.loss.name, ()) if not cfg.loss.get("target") else ():
         if key not in cfg.loss:
             problems.append(
                 f"loss.{key} is missing: loss={cfg.loss.name} needs {LOSS_KEYS[cfg.loss.name]}."
             )
+    if "reward_scale" in cfg.loss:
+        _positive_float(problems, "loss.reward_scale", cfg.loss.reward_scale)
+    if cfg.loss.name == "td3" and not cfg.loss.get("target"):
+        for key in ("policy_noise", "noise_clip"):
+            value = cfg.loss.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                problems.append(f"loss.{key}={value!r}: must be a number >= 0.")
+        _positive_int(problems, "loss.policy_delay", cfg.loss.get("policy_delay"))
     if cfg.loss.name == "sac_v1" and "alpha" in cfg.loss:
         _positive_float(problems, "loss.alpha", cfg.loss.alpha)
     if cfg.loss.name == "sac_v2" and "alpha_init" in cfg.loss:
@@ -87,19 +103,27 @@ def validate_config(cfg: DictConfig) -> None:
             problems.append(
                 f"loss.target_entropy={entropy!r}: must be 'auto' (-dim(A)) or a number."
             )
-    _positive_int(problems, "loss.num_qvalue_nets", cfg.loss.num_qvalue_nets)
+    if "num_qvalue_nets" in cfg.loss:
+        _positive_int(problems, "loss.num_qvalue_nets", cfg.loss.num_qvalue_nets)
     if not (isinstance(cfg.loss.gamma, (int, float)) and 0 <= cfg.loss.gamma < 1):
         problems.append(f"loss.gamma={cfg.loss.gamma!r}: must be in [0, 1).")
-    if cfg.loss.name not in LOSSES:
-        problems.append(f"loss.name={cfg.loss.name!r}: must be one of {LOSSES}.")
-    hidden = list(cfg.network.hidden_sizes)
-    if not hidden or any(not isinstance(h, int) or h <= 0 for h in hidden):
-        problems.append(
-            f"network.hidden_sizes={hidden}: must be a non-empty list of positive integers."
-        )
+    for key in ("network.hidden_sizes", "actor.hidden_sizes", "critic.hidden_sizes"):
+        hidden = cfg_get(cfg, key)
+        if (
+            not hasattr(hidden, "__len__")
+            or isinstance(hidden, str)
+            or not hidden
+            or any(not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in hidden)
+        ):
+            problems.append(f"{key}={hidden}: must be a non-empty list of positive integers.")
     if cfg.network.activation not in ("relu", "tanh", "elu"):
         problems.append(
             f"network.activation={cfg.network.activation!r}: must be relu, tanh or elu."
+        )
+    deterministic = resolve_actor_kind(cfg) == "deterministic" and not cfg.actor.get("target")
+    if deterministic and cfg.eval.stochastic:
+        problems.append(
+            "eval.stochastic=true: a deterministic actor has no stochastic policy to evaluate."
         )
     kind = cfg.target_update.kind
     if kind not in ("soft", "hard"):
@@ -144,6 +168,39 @@ def validate_config(cfg: DictConfig) -> None:
         )
     if problems:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _check_parts(problems: list[str], cfg: DictConfig) -> None:
+    """Known loss and actor names, importable user classes, and a loss/actor pair that works."""
+    for group in ("loss", "actor", "critic"):
+        target = cfg[group].get("target")
+        if target:
+            try:
+                import_object(target)
+            except ImportError as err:
+                problems.append(f"{group}.target={target!r}: {err}")
+    custom_loss, custom_actor = bool(cfg.loss.get("target")), bool(cfg.actor.get("target"))
+    if not custom_loss and cfg.loss.name not in LOSSES:
+        problems.append(
+            f"loss.name={cfg.loss.name!r}: must be one of {LOSSES} "
+            "(or set loss.target to your own LossModule class)."
+        )
+    if not custom_actor and cfg.actor.name not in ACTORS:
+        problems.append(f"actor.name={cfg.actor.name!r}: must be one of {ACTORS}.")
+    if custom_loss or custom_actor or cfg.loss.name not in LOSSES or cfg.actor.name == "auto":
+        return
+    needed = ACTOR_OF_LOSS[cfg.loss.name]
+    if cfg.actor.name != needed:
+        why = (
+            "its entropy term needs log pi(a|s), which a deterministic actor does not have"
+            if needed == "tanh_normal"
+            else "it trains a deterministic policy mu(s) (exploration noise is added separately)"
+        )
+        problems.append(
+            f"actor={cfg.actor.name} cannot be used with loss={cfg.loss.name}: {why}. Use "
+            f"actor={needed} (or actor=auto), or a loss made for a {cfg.actor.name} actor: "
+            f"{sorted(k for k, v in ACTOR_OF_LOSS.items() if v == cfg.actor.name)}."
+        )
 
 
 def cfg_get(cfg: DictConfig, dotted: str) -> Any:

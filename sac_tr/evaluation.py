@@ -20,8 +20,10 @@ def evaluate(
     episodes: int,
     max_steps: int,
     seed: int | None = None,
+    stochastic: bool = False,
 ) -> torch.Tensor:
-    """Undiscounted returns of ``episodes`` episodes of the deterministic policy a = tanh(mu(s)).
+    """Undiscounted returns of ``episodes`` episodes of the deterministic policy a = tanh(mu(s))
+    (with ``stochastic=True``: actions sampled from pi(.|s), the paper's Figure 3a comparison).
 
     Each episode runs until the environment terminates or truncates (its own time limit) or
     ``max_steps`` steps, whichever comes first. With ``seed``, the environment is reseeded first,
@@ -31,7 +33,12 @@ def evaluate(
     if seed is not None:
         env.set_seed(seed)
     returns = torch.empty(episodes)
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
+    mode = ExplorationType.RANDOM if stochastic else ExplorationType.DETERMINISTIC
+    # Sampled actions draw from a forked generator: evaluating never shifts the training run's
+    # random stream (an exact resume relies on it), and the same seed gives the same samples.
+    with torch.random.fork_rng(), set_exploration_type(mode):
+        if seed is not None:
+            torch.manual_seed(seed)
         for i in range(episodes):
             rollout = env.rollout(max_steps, actor, break_when_any_done=True)
             returns[i] = rollout["next", "reward"].sum()

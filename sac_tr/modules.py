@@ -10,15 +10,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tensordict.nn import TensorDictModule
+from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torch import nn
 from torchrl.data import Bounded, TensorSpec
 from torchrl.envs.utils import ExplorationType
-from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.modules import (
+    MLP,
+    AdditiveGaussianModule,
+    ProbabilisticActor,
+    TanhModule,
+    TanhNormal,
+    ValueOperator,
+)
 
 __all__ = [
     "ClampedLogStdNormalParams",
     "make_actor",
+    "make_deterministic_actor",
+    "make_gaussian_exploration",
     "make_qvalue",
     "make_value",
 ]
@@ -90,16 +99,8 @@ def make_actor(
     Returns:
         A ``ProbabilisticActor`` writing ``action_key`` and ``log_prob_key`` (sampling by default).
     """
-    if not isinstance(action_spec, Bounded):
-        raise ValueError(
-            "make_actor needs a bounded action spec (torchrl.data.Bounded), got "
-            f"{type(action_spec).__name__}: SAC squashes actions into [low, high]."
-        )
+    _check_action_spec("make_actor", action_spec)
     space = action_spec.space
-    if len(action_spec.shape) != 1:
-        raise ValueError(
-            f"make_actor expects a flat action spec [action_dim], got shape {tuple(action_spec.shape)}."
-        )
     action_dim = int(action_spec.shape[-1])
     _check_sizes("observation_dim", observation_dim, hidden_sizes)
     net = nn.Sequential(
@@ -123,6 +124,74 @@ def make_actor(
         log_prob_key=log_prob_key,
         default_interaction_type=ExplorationType.RANDOM,
     )
+
+
+def _check_action_spec(builder: str, action_spec: TensorSpec) -> None:
+    if not isinstance(action_spec, Bounded):
+        raise ValueError(
+            f"{builder} needs a bounded action spec (torchrl.data.Bounded), got "
+            f"{type(action_spec).__name__}: actions are squashed into [low, high]."
+        )
+    if len(action_spec.shape) != 1:
+        raise ValueError(
+            f"{builder} expects a flat action spec [action_dim], got shape {tuple(action_spec.shape)}."
+        )
+
+
+def make_deterministic_actor(
+    action_spec: TensorSpec,
+    observation_dim: int,
+    *,
+    hidden_sizes: Sequence[int] = DEFAULT_HIDDEN_SIZES,
+    activation: type[nn.Module] = nn.ReLU,
+    observation_key: str = "observation",
+    action_key: str = "action",
+) -> TensorDictSequential:
+    """Build a deterministic policy mu_phi(s) = low + (high - low) / 2 * (tanh(f_phi(s)) + 1).
+
+    The actor of the paper's deterministic SAC variant (Figure 2) and of TD3 and DDPG. It has
+    no distribution and no log-probability, so it cannot serve an entropy-regularised loss;
+    exploration noise is added by ``make_gaussian_exploration`` in front of the collector.
+    """
+    _check_action_spec("make_deterministic_actor", action_spec)
+    _check_sizes("observation_dim", observation_dim, hidden_sizes)
+    net = MLP(
+        in_features=observation_dim,
+        out_features=int(action_spec.shape[-1]),
+        num_cells=list(hidden_sizes),
+        activation_class=activation,
+    )
+    return TensorDictSequential(
+        TensorDictModule(net, in_keys=[observation_key], out_keys=["param"]),
+        TanhModule(in_keys=["param"], out_keys=[action_key], spec=action_spec),
+    )
+
+
+def make_gaussian_exploration(
+    actor: TensorDictModuleBase,
+    action_spec: TensorSpec,
+    sigma: float = 0.1,
+    action_key: str = "action",
+) -> TensorDictSequential:
+    """``actor`` followed by fixed Gaussian noise ``N(0, (sigma * (high - low) / 2)^2)`` on the
+    action, projected back into the bounds (TorchRL's ``AdditiveGaussianModule``, not annealed).
+
+    The noise is only added under ``ExplorationType.RANDOM`` (the collector's default); under
+    ``DETERMINISTIC`` (evaluation) the actor's own action passes through. ``sigma`` is relative
+    to the half-range of the action (TD3's 0.1 of the maximum action).
+    """
+    _check_action_spec("make_gaussian_exploration", action_spec)
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma!r}.")
+    half_range = float(((action_spec.space.high - action_spec.space.low) / 2).mean())
+    noise = AdditiveGaussianModule(
+        spec=action_spec,
+        sigma_init=1.0,
+        sigma_end=1.0,
+        std=float(sigma) * half_range,
+        action_key=action_key,
+    )
+    return TensorDictSequential(actor, noise)
 
 
 def make_qvalue(

@@ -91,7 +91,8 @@ class EvalCSV:
 
     FIELDS = ("frames", "updates", "return_mean", "return_std", "episodes", "wall_time_s")
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
+    def __init__(self, run_dir: str | os.PathLike, extra: tuple[str, ...] = ()) -> None:
+        self.FIELDS = (*self.FIELDS, *extra)  # e.g. the stochastic policy's return
         self.path = Path(run_dir) / "eval.csv"
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)

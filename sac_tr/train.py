@@ -131,7 +131,7 @@ class TrainingRun:
         self.collector = (
             make_collector(
                 lambda: make_env(cfg.env.id, seed=cfg.seed + frames),
-                self.agent.actor,
+                self.agent.policy,  # the actor, behind exploration noise if it is deterministic
                 num_envs=cfg.collector.num_envs,
                 parallel=cfg.collector.parallel,
                 frames_per_batch=cfg.frames_per_batch,
@@ -154,7 +154,8 @@ class TrainingRun:
             config=OmegaConf.to_container(cfg, resolve=True),
             run_id=(resumed or {}).get("wandb_id") or None,
         )
-        self.eval_csv = EvalCSV(self.run_dir)
+        stochastic = ("stochastic_return_mean", "stochastic_return_std")
+        self.eval_csv = EvalCSV(self.run_dir, extra=stochastic if cfg.eval.stochastic else ())
         self.last_eval = float("nan")
         self.losses_sum: TensorDictBase | None = None
         self.losses_count = 0
@@ -206,6 +207,7 @@ class TrainingRun:
                     self.agent,
                     self.buffer.sample().to(self.device),
                     skip_nonfinite=self.cfg.nan_guard,
+                    step=c.updates,
                 )
             except NonFiniteError as err:  # raised before any parameter moved
                 self._stop_on_fault(f"a non-finite loss at update {c.updates + 1}", str(err))
@@ -240,18 +242,26 @@ class TrainingRun:
         )
         c.evals += 1
         self.last_eval = float(returns.mean())
-        std = float(returns.std(unbiased=False))
+        row = {"return_mean": self.last_eval, "return_std": float(returns.std(unbiased=False))}
+        if cfg.eval.stochastic:  # the same policy, sampling its actions (Figure 3a)
+            sampled = evaluate(
+                self.eval_env,
+                self.agent.actor,
+                cfg.eval.episodes,
+                cfg.eval.max_steps,
+                seed=cfg.seed + 10_000,
+                stochastic=True,
+            )
+            row["stochastic_return_mean"] = float(sampled.mean())
+            row["stochastic_return_std"] = float(sampled.std(unbiased=False))
         self.eval_csv.append(
             frames=c.frames,
             updates=c.updates,
-            return_mean=self.last_eval,
-            return_std=std,
             episodes=len(returns),
             wall_time_s=round(time.perf_counter() - self.start, 2),
+            **row,
         )
-        log_metrics(
-            self.logger, {"eval/return_mean": self.last_eval, "eval/return_std": std}, c.frames
-        )
+        log_metrics(self.logger, {f"eval/{k}": v for k, v in row.items()}, c.frames)
         if cfg.eval.video_every and (c.evals - 1) % cfg.eval.video_every == 0:
             if self.video_env is None:
                 self.video_env = make_env(cfg.env.id, seed=cfg.seed + 20_000, from_pixels=True)
