@@ -96,7 +96,7 @@ def make_optimizer(loss: LossModule, optim_cfg: DictConfig) -> torch.optim.Adam:
     # DDPG's critic is Q(s, a) but TorchRL names it value_network: it takes the Q rate.
     has_q = getattr(loss, "qvalue_network_params", None) is not None
     groups = [
-        {"params": list(params.values(True, True)), "lr": lr}
+        {"params": [p for p in params.values(True, True) if p.requires_grad], "lr": lr}
         for params, lr in (
             (getattr(loss, "actor_network_params", None), optim_cfg.lr_actor),
             (getattr(loss, "qvalue_network_params", None), optim_cfg.lr_qvalue),

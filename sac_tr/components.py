@@ -78,7 +78,8 @@ def resolve_actor_kind(cfg: DictConfig) -> str:
 
 
 def _kwargs(node: DictConfig) -> dict[str, Any]:
-    return dict(OmegaConf.to_container(node.get("kwargs") or {}, resolve=True))
+    kwargs = node.get("kwargs")
+    return dict(OmegaConf.to_container(kwargs, resolve=True)) if kwargs else {}
 
 
 def make_actor_from_config(
