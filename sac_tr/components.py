@@ -28,6 +28,7 @@ from torchrl.data import TensorSpec
 from torchrl.objectives import DDPGLoss, LossModule, TD3Loss
 
 from sac_tr.losses import DeterministicSACLoss, SACv1Loss, SACv2Loss
+from sac_tr.losses.fast_actor import fast_acting_policy
 from sac_tr.modules import (
     make_actor,
     make_deterministic_actor,
@@ -111,7 +112,7 @@ def make_collector_policy(
     """What the collector runs: a stochastic actor as it is (it samples), a deterministic one
     behind fixed Gaussian noise of ``actor.exploration_sigma`` (relative to the action range)."""
     if hasattr(actor, "get_dist"):
-        return actor
+        return fast_acting_policy(actor)  # make_actor's: the same actions, no TanhNormal per step
     return make_gaussian_exploration(actor, action_spec, sigma=cfg.actor.exploration_sigma)
 
 

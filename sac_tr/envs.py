@@ -10,9 +10,7 @@ from torchrl.envs import (
     DoubleToFloat,
     EnvBase,
     GymEnv,
-    InitTracker,
     RewardSum,
-    StepCounter,
     TransformedEnv,
 )
 
@@ -40,8 +38,9 @@ def make_env(
     device: str = "cpu",
     from_pixels: bool = False,
 ) -> TransformedEnv:
-    """A TorchRL environment for ``env_id`` with float observations, a step counter, the running
-    episode return (``episode_reward``) and an init tracker.
+    """A TorchRL environment for ``env_id`` with float observations and the running episode return
+    (``episode_reward``). Gymnasium's own time limit ends episodes; TorchRL's ``StepCounter`` and
+    ``InitTracker`` are left out (SAC reads neither, and together they doubled the cost of a step).
 
     Args:
         env_id: a gymnasium id, e.g. ``"HalfCheetah-v5"``.
@@ -55,7 +54,7 @@ def make_env(
         os.environ.setdefault("MUJOCO_GL", "egl")
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # classic-control renders with pygame
     base = GymEnv(env_id, device=device, from_pixels=from_pixels, pixels_only=False)
-    env = TransformedEnv(base, Compose(DoubleToFloat(), StepCounter(), RewardSum(), InitTracker()))
+    env = TransformedEnv(base, Compose(DoubleToFloat(), RewardSum()))
     if seed is not None:
         env.set_seed(seed)
     return env

@@ -27,3 +27,32 @@ def test_plans_refuse_what_they_cannot_evaluate():
     assert sequential_plan(nn.Sequential(nn.Linear(3, 4), nn.ReLU())) is None  # must end linear
     assert sequential_plan(nn.Sequential(nn.Linear(3, 4, bias=False))) is None
     assert sequential_plan(nn.Linear(3, 4)) is None
+
+
+def test_fast_acting_policy_is_the_actor_by_hand_and_follows_its_updates():
+    from helpers import HIGH, LOW, action_spec, squashed_gaussian_by_hand
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from sac_tr.losses.fast_actor import SquashedGaussianPolicy, fast_acting_policy
+    from sac_tr.modules import make_actor
+
+    torch.manual_seed(0)
+    actor = make_actor(action_spec(), 3, hidden_sizes=(8,))
+    policy = fast_acting_policy(actor)
+    assert isinstance(policy, SquashedGaussianPolicy)
+    obs = TensorDict(observation=torch.randn(5, 3), batch_size=[5])
+    for step in range(2):
+        loc, scale = actor.module[0](obs.clone()).select("loc", "scale").values()
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            mean_action = LOW + (HIGH - LOW) / 2 * (torch.tanh(loc) + 1)
+            torch.testing.assert_close(policy(obs.clone())["action"], mean_action.detach())
+        torch.manual_seed(10 + step)
+        eps = torch.randn(5, 2)
+        by_hand, _ = squashed_gaussian_by_hand(loc, scale.log(), eps)
+        torch.manual_seed(10 + step)
+        with set_exploration_type(ExplorationType.RANDOM):
+            torch.testing.assert_close(policy(obs.clone())["action"], by_hand.detach())
+        with torch.no_grad():
+            for p in actor.parameters():
+                p.add_(0.5)  # an optimizer step, in place: the policy must act with it at once
+    assert fast_acting_policy(actor.module[0]) is actor.module[0]  # not make_actor's: unchanged

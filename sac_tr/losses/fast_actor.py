@@ -15,15 +15,22 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tensordict import TensorDictBase
-from tensordict.nn import ProbabilisticTensorDictSequential
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
+from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules import TanhNormal
 from torchrl.modules.distributions.utils import safetanh_noeps
 
 from sac_tr.losses.fast_mlp import Plan, mlp_forward, sequential_plan
 from sac_tr.modules import ClampedLogStdNormalParams
 
-__all__ = ["SquashedGaussianPlan", "sample_squashed_gaussian", "squashed_gaussian_plan"]
+__all__ = [
+    "SquashedGaussianPlan",
+    "SquashedGaussianPolicy",
+    "fast_acting_policy",
+    "sample_squashed_gaussian",
+    "squashed_gaussian_plan",
+]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -87,3 +94,43 @@ def sample_squashed_gaussian(
     log_normal = (-0.5 * eps.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
     log_det_tanh = (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)  # log(1 - tanh(u)^2)
     return action, log_normal - log_det_tanh - half_range.log().sum(-1)
+
+
+class SquashedGaussianPolicy(TensorDictModuleBase):
+    """The acting policy of a ``make_actor`` actor for the collector, in plain tensor operations.
+
+    Reads the observation, writes the action: ``mid + half_range * tanh(mu + sigma * eps)``
+    under ``ExplorationType.RANDOM`` (the collector's default), the squashed mean
+    ``mid + half_range * tanh(mu)`` otherwise, exactly what the ``ProbabilisticActor`` returns,
+    without building a ``TanhNormal`` per step (which costs more than the network at batch 1).
+    It shares the actor's parameters, so optimizer steps act at once, as with the actor itself.
+    """
+
+    def __init__(
+        self, actor: ProbabilisticTensorDictSequential, plan: SquashedGaussianPlan
+    ) -> None:
+        super().__init__()
+        self.actor, self.plan = actor, plan
+        self.in_keys = list(plan.in_keys)
+        self.out_keys = list(getattr(actor, "dist_sample_keys", None) or ["action"])[:1]
+        self._params = TensorDict.from_module(actor)  # the live parameters (shared storage)
+
+    @torch.no_grad()
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        plan = self.plan
+        x = torch.cat([tensordict.get(key) for key in plan.in_keys], -1)
+        prefix = ("module", "0", "module", "0")
+        out = mlp_forward(plan.mlp, self._params, x.reshape(-1, x.shape[-1]), prefix=prefix)
+        loc, log_std = out.reshape(*x.shape[:-1], -1).chunk(2, -1)
+        if exploration_type() in (ExplorationType.RANDOM, None):
+            log_std = log_std.clamp(plan.log_std_min, plan.log_std_max)
+            loc = loc + log_std.exp() * torch.randn_like(loc)
+        low, high = plan.low.to(loc), plan.high.to(loc)
+        tensordict.set(self.out_keys[0], (high + low) / 2 + (high - low) / 2 * safetanh_noeps(loc))
+        return tensordict
+
+
+def fast_acting_policy(actor: TensorDictModuleBase) -> TensorDictModuleBase:
+    """``SquashedGaussianPolicy`` for an actor ``make_actor`` built; the actor itself otherwise."""
+    plan = squashed_gaussian_plan(actor) if hasattr(actor, "get_dist") else None
+    return actor if plan is None else SquashedGaussianPolicy(actor, plan)
