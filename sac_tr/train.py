@@ -222,7 +222,9 @@ class TrainingRun:
         """Every ``log_every_updates`` updates: mean losses and diagnostics, speed (one host sync)."""
         if self.losses_count < self.cfg.log_every_updates:
             return
-        metrics = {f"train/{k}": v for k, v in (self.losses_sum / self.losses_count).items()}
+        means = self.losses_sum / self.losses_count
+        # Scalars as they are; per-sample diagnostics (TorchRL's TD3/DDPG return some) averaged.
+        metrics = {f"train/{k}": v.float().mean() for k, v in means.items()}
         metrics["charts/frames_per_second"] = self._frames_per_second()
         metrics["charts/updates"] = self.counters.updates
         metrics["charts/skipped_updates"] = self.counters.skipped_updates

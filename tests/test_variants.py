@@ -57,8 +57,11 @@ def network_params(loss) -> dict[str, list[torch.Tensor]]:
 def test_every_variant_trains_through_the_recipe(tmp_path, loss):
     before = make_agent(make_env("Pendulum-v1", seed=0), make_cfg(f"loss={loss}"), "cpu")
     torch.manual_seed(0)  # train() seeds the same way, so its networks start where these do
-    summary = train(make_cfg(f"loss={loss}", "total_frames=300"), tmp_path)
+    cfg = make_cfg(f"loss={loss}", "total_frames=300", "logger=csv", "log_every_updates=100")
+    summary = train(cfg, tmp_path)
     assert (summary.frames, summary.updates) == (300, 201)
+    logged = tmp_path / "csv" / "sac_pendulum_seed0" / "scalars" / "train"
+    assert len((logged / "loss_actor.csv").read_text().splitlines()) == 2  # updates 100 and 200
     state = load_checkpoint(summary.checkpoint)["loss"]
     start = before.loss.state_dict()
     moved = {
