@@ -40,6 +40,7 @@ def run_ours(args) -> float:
         "eval.max_steps=1",
         "eval.video_every=0",
         f"checkpoint.every_frames={10 * args.frames}",
+        "checkpoint.save_buffer=false",
         f"buffer.size={args.frames}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
