@@ -51,6 +51,12 @@ def make_collector(
         init_random_frames=init_random_frames,
         device=device,
         storing_device="cpu",
+        # Per-frame cost: no trajectory ids (SAC does not read them), preallocated batch buffers
+        # instead of stacking each step (~0.15 ms/frame at frames_per_batch=1 on HalfCheetah), and
+        # never let the collector add transforms to the environment we built.
+        track_traj_ids=False,
+        use_buffers=True,
+        auto_register_policy_transforms=False,
     )
 
 
