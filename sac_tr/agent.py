@@ -49,7 +49,9 @@ class SACAgent:
         (inputs are then checked here, eagerly, since the check reads values on the host)."""
         if self.compiled_loss is None:
             return self.loss(batch)
-        self.loss._check_inputs(batch)
+        check = getattr(self.loss, "_check_inputs", None)  # TorchRL's TD3/DDPG losses have none
+        if check is not None:
+            check(batch)
         return self.compiled_loss(batch)
 
 
@@ -64,7 +66,8 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
     actor = actor.to(device)
     compiled_loss = None
     if cfg.compile:
-        loss.validate_inputs = False  # checked eagerly by SACAgent.losses instead
+        if hasattr(loss, "validate_inputs"):
+            loss.validate_inputs = False  # checked eagerly by SACAgent.losses instead
         # Draw random numbers from torch's generator, as eager does: the same seed then gives the
         # same run with or without compile (inductor's own RNG would not).
         torch._inductor.config.fallback_random = True

@@ -78,6 +78,14 @@ def resolve_actor_kind(cfg: DictConfig) -> str:
     return ACTOR_OF_LOSS.get(cfg.loss.name, "tanh_normal")
 
 
+def _net_kwargs(cfg: DictConfig, part: str) -> dict[str, Any]:
+    """Hidden sizes of ``cfg.<part>`` and the shared activation, as the builders take them."""
+    return {
+        "hidden_sizes": tuple(cfg[part].hidden_sizes),
+        "activation": ACTIVATIONS[cfg.network.activation],
+    }
+
+
 def _kwargs(node: DictConfig) -> dict[str, Any]:
     kwargs = node.get("kwargs")
     return dict(OmegaConf.to_container(kwargs, resolve=True)) if kwargs else {}
@@ -88,10 +96,7 @@ def make_actor_from_config(
 ) -> TensorDictModuleBase:
     """The policy network chosen by ``cfg.actor`` (``tanh_normal``, ``deterministic`` or a
     user's builder named by ``actor.target``)."""
-    net = {
-        "hidden_sizes": tuple(cfg.actor.hidden_sizes),
-        "activation": ACTIVATIONS[cfg.network.activation],
-    }
+    net = _net_kwargs(cfg, "actor")
     if cfg.actor.get("target"):
         return import_object(cfg.actor.target)(
             action_spec, observation_dim, **net, **_kwargs(cfg.actor)
@@ -117,10 +122,7 @@ def make_collector_policy(
 
 
 def _make_critic(cfg: DictConfig, observation_dim: int, action_dim: int) -> TensorDictModuleBase:
-    net = {
-        "hidden_sizes": tuple(cfg.critic.hidden_sizes),
-        "activation": ACTIVATIONS[cfg.network.activation],
-    }
+    net = _net_kwargs(cfg, "critic")
     if cfg.critic.get("target"):
         return import_object(cfg.critic.target)(
             observation_dim, action_dim, **net, **_kwargs(cfg.critic)
@@ -141,11 +143,7 @@ def make_loss_from_config(
     lc = cfg.loss
 
     def value() -> TensorDictModuleBase:
-        return make_value(
-            observation_dim,
-            hidden_sizes=tuple(cfg.critic.hidden_sizes),
-            activation=ACTIVATIONS[cfg.network.activation],
-        )
+        return make_value(observation_dim, **_net_kwargs(cfg, "critic"))
 
     builders: dict[str, Callable[[], LossModule]] = {
         "sac_v1": lambda: SACv1Loss(

@@ -235,31 +235,26 @@ class TrainingRun:
     def evaluate(self) -> None:
         """Evaluate the deterministic policy; append to eval.csv; record a video when due."""
         cfg, c = self.cfg, self.counters
-        returns = evaluate(
-            self.eval_env,
-            self.agent.actor,
-            cfg.eval.episodes,
-            cfg.eval.max_steps,
-            seed=cfg.seed + 10_000,
-        )
-        c.evals += 1
-        self.last_eval = float(returns.mean())
-        row = {"return_mean": self.last_eval, "return_std": float(returns.std(unbiased=False))}
-        if cfg.eval.stochastic:  # the same policy, sampling its actions (Figure 3a)
-            sampled = evaluate(
+        row = {}
+        # The deterministic policy; with eval.stochastic, the same policy sampling its actions
+        # (Figure 3a), from the same start states.
+        for prefix, stochastic in (("", False), ("stochastic_", True))[: 1 + cfg.eval.stochastic]:
+            returns = evaluate(
                 self.eval_env,
                 self.agent.actor,
                 cfg.eval.episodes,
                 cfg.eval.max_steps,
                 seed=cfg.seed + 10_000,
-                stochastic=True,
+                stochastic=stochastic,
             )
-            row["stochastic_return_mean"] = float(sampled.mean())
-            row["stochastic_return_std"] = float(sampled.std(unbiased=False))
+            row[f"{prefix}return_mean"] = float(returns.mean())
+            row[f"{prefix}return_std"] = float(returns.std(unbiased=False))
+        c.evals += 1
+        self.last_eval = row["return_mean"]
         self.eval_csv.append(
             frames=c.frames,
             updates=c.updates,
-            episodes=len(returns),
+            episodes=cfg.eval.episodes,
             wall_time_s=round(time.perf_counter() - self.start, 2),
             **row,
         )

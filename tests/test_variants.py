@@ -55,15 +55,15 @@ def network_params(loss) -> dict[str, list[torch.Tensor]]:
 
 @pytest.mark.parametrize("loss", VARIANTS)
 def test_every_variant_trains_through_the_recipe(tmp_path, loss):
-    before = make_agent(make_env("Pendulum-v1", seed=0), make_cfg(f"loss={loss}"), "cpu")
-    torch.manual_seed(0)  # train() seeds the same way, so its networks start where these do
-    cfg = make_cfg(f"loss={loss}", "total_frames=300", "logger=csv", "log_every_updates=100")
-    summary = train(cfg, tmp_path)
+    # 99 random frames, no update yet (they start at frame 100): the initial networks.
+    common = (f"loss={loss}", "logger=csv", "log_every_updates=100")
+    start = load_checkpoint(train(make_cfg(*common, "total_frames=99"), tmp_path).checkpoint)
+    assert start["updates"] == 0
+    summary = train(make_cfg(*common, "total_frames=300", f"resume={tmp_path}"), "/unused")
     assert (summary.frames, summary.updates) == (300, 201)
     logged = tmp_path / "csv" / "sac_pendulum_seed0" / "scalars" / "train"
     assert len((logged / "loss_actor.csv").read_text().splitlines()) == 2  # updates 100 and 200
-    state = load_checkpoint(summary.checkpoint)["loss"]
-    start = before.loss.state_dict()
+    state, start = load_checkpoint(summary.checkpoint)["loss"], start["loss"]
     moved = {
         group: any(not torch.equal(state[k], start[k]) for k in start if k.startswith(group))
         for group in ("actor_network_params", "qvalue_network_params", "value_network_params")
