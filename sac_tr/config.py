@@ -156,7 +156,14 @@ def validate_config(cfg: DictConfig) -> None:
             f"frames_per_batch={fpb} is not a multiple of collector.num_envs={n_envs} "
             f"(use frames_per_batch={n_envs * max(1, fpb // n_envs)})."
         )
-    for key in ("compile", "nan_guard", "checkpoint.save_buffer", "collector.parallel", "progress"):
+    for key in (
+        "compile",
+        "tune_malloc",
+        "nan_guard",
+        "checkpoint.save_buffer",
+        "collector.parallel",
+        "progress",
+    ):
         if not isinstance(cfg_get(cfg, key), bool):
             problems.append(f"{key}={cfg_get(cfg, key)!r}: must be true or false.")
     _positive_int(problems, "checkpoint.keep", cfg.checkpoint.keep)

@@ -14,8 +14,12 @@ from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.utils import _cache_values, _vmap_func, dispatch_value_estimator
 from torchrl.objectives.value.functional import td0_return_estimate
 
-from sac_tr.losses.fast_actor import sample_squashed_gaussian, squashed_gaussian_plan
-from sac_tr.losses.fast_mlp import mlp_forward, mlp_plan
+from sac_tr.losses.fast_actor import (
+    sample_squashed_gaussian,
+    sample_squashed_gaussian_pair,
+    squashed_gaussian_plan,
+)
+from sac_tr.losses.fast_mlp import mlp_forward_fused, mlp_plan
 
 __all__ = ["SACLossBase", "check_positive"]
 
@@ -231,7 +235,13 @@ class SACLossBase(LossModule):
                     f"{name}: {key!r} has {value.shape[-1]} features but the networks take "
                     f"{obs_dim} (shape {tuple(value.shape)})."
                 )
-            if value.is_floating_point() and not torch.isfinite(value).all():
+        floats = {key: td.get(key) for key in self.in_keys if td.get(key).is_floating_point()}
+        # One reduction for all keys: a NaN or inf anywhere makes its key's norm non-finite.
+        # (A norm can also overflow on huge finite values; the per-key check then decides.)
+        if floats and torch.stack(torch._foreach_norm(list(floats.values()))).isfinite().all():
+            return
+        for key, value in floats.items():
+            if not torch.isfinite(value).all():
                 raise ValueError(
                     f"{name}: {key!r} holds NaN or inf ({int((~torch.isfinite(value)).sum())} "
                     "entries); check the environment's observations and rewards."
@@ -258,6 +268,33 @@ class SACLossBase(LossModule):
             dist = self.actor_network.get_dist(actor_in)
         return dist.rsample_and_log_prob()
 
+    def _sample_current_and_next(
+        self, td: TensorDictBase
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``a~ ~ pi(.|s)`` with ``log pi(a~|s)`` (differentiable), and ``a' ~ pi(.|s')`` with
+        ``log pi(a'|s')`` (detached): for ``make_actor`` policies one pass over both batches."""
+        next_td = td.get("next")
+        if self._actor_plan is not None:
+            return sample_squashed_gaussian_pair(
+                self._actor_plan, self.actor_network_params, td, next_td
+            )
+        action, log_prob = self._sample_action(td)
+        with torch.no_grad():
+            next_action, next_log_prob = self._sample_action(next_td)
+        return action, log_prob, next_action, next_log_prob
+
+    def _q_inputs(self, td: TensorDictBase, action: torch.Tensor | None) -> torch.Tensor:
+        """The Q network's input features ``[*B, in]``, with ``action`` in place of the replayed
+        action unless it is ``None``."""
+        action_key = self.tensor_keys.action
+        return torch.cat(
+            [
+                action if (key == action_key and action is not None) else td.get(key)
+                for key in self.qvalue_network.in_keys
+            ],
+            -1,
+        )
+
     def _q_values(
         self, td: TensorDictBase, action: torch.Tensor | None, params: TensorDictBase
     ) -> torch.Tensor:
@@ -266,20 +303,37 @@ class SACLossBase(LossModule):
         ``action=None`` reads the replayed action from ``td``. Plain MLPs (what ``make_qvalue``
         builds) take the stacked-weight path; any other Q module goes through ``vmap``.
         """
-        action_key = self.tensor_keys.action
         if self._q_plan is not None:
-            inputs = [
-                action if (key == action_key and action is not None) else td.get(key)
-                for key in self.qvalue_network.in_keys
-            ]
-            x = torch.cat(inputs, -1)
-            batch_shape = x.shape[:-1]
-            q = mlp_forward(self._q_plan, params, x.reshape(-1, x.shape[-1]))  # [N, B, 1]
-            return q.reshape(self.num_qvalue_nets, *batch_shape)
+            x = self._q_inputs(td, action)
+            q = mlp_forward_fused(self._q_plan, params, x.reshape(-1, x.shape[-1]))  # [N, B, 1]
+            return q.reshape(self.num_qvalue_nets, *x.shape[:-1])
         q_in = td.select(*self.qvalue_network.in_keys, strict=False)
         if action is not None:
-            q_in.set(action_key, action)
+            q_in.set(self.tensor_keys.action, action)
         return self._vmap_qvalue(q_in, params).get(self.tensor_keys.state_action_value).squeeze(-1)
+
+    def _q_replayed_and_fresh(
+        self, td: TensorDictBase, fresh_action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Q_i(s, a)`` on the replayed actions and ``Q_i(s, a~)`` on fresh ones, ``[N, *B]`` each.
+
+        The first is trained by the Q loss (eq. 7): gradients reach the Q parameters. The second
+        serves the actor and value terms (eqs. 5, 12): its gradient reaches ``a~`` only, the Q
+        parameters acting as constants. For plain MLPs both come from one batched call over the
+        ``2B`` rows (``weight_rows=B`` keeps the fresh rows out of the parameter gradients).
+        """
+        if self._q_plan is None:
+            return (
+                self._q_values(td, None, self.qvalue_network_params),
+                self._q_values(td, fresh_action, self._detached_qvalue_params),
+            )
+        replayed, fresh = self._q_inputs(td, None), self._q_inputs(td, fresh_action)
+        batch_shape, width = replayed.shape[:-1], replayed.shape[-1]
+        rows = replayed.numel() // width
+        x = torch.cat([replayed.reshape(rows, width), fresh.reshape(rows, width)], 0)
+        q = mlp_forward_fused(self._q_plan, self.qvalue_network_params, x, weight_rows=rows)
+        q = q.reshape(self.num_qvalue_nets, 2, *batch_shape)  # [N, 2B, 1] -> [N, 2, *B]
+        return q[:, 0], q[:, 1]
 
     def _q_target(self, td: TensorDictBase, next_value: torch.Tensor) -> torch.Tensor:
         """Qhat = c r + gamma (1 - terminated) V(s'), ``c`` the reward scale (v1 eq. 8); a
@@ -292,11 +346,10 @@ class SACLossBase(LossModule):
         ).squeeze(-1)
 
     def _q_regression(
-        self, td: TensorDictBase, q_target: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``sum_i mean(1/2 (Q_i(s, a) - Qhat)^2)`` (v1 eq. 7, one term per Q-function) and the
-        predictions ``[N, *B]``; writes ``max_i |Q_i - Qhat|`` to the priority key."""
-        q_pred = self._q_values(td, None, self.qvalue_network_params)
+        self, td: TensorDictBase, q_pred: torch.Tensor, q_target: torch.Tensor
+    ) -> torch.Tensor:
+        """``sum_i mean(1/2 (Q_i(s, a) - Qhat)^2)`` (v1 eq. 7, one term per Q-function) for the
+        predictions ``q_pred`` ``[N, *B]``; writes ``max_i |Q_i - Qhat|`` to the priority key."""
         td_error = q_pred - q_target
         td.set(self.tensor_keys.priority, td_error.detach().abs().max(0).values)
-        return 0.5 * td_error.pow(2).flatten(1).mean(1).sum(0), q_pred
+        return 0.5 * td_error.pow(2).flatten(1).mean(1).sum(0)

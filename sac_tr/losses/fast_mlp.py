@@ -4,7 +4,8 @@
 layers. For those, ``mlp_forward`` computes the same function with one matmul per layer over
 the whole Q ensemble (parameters stacked on dim 0), without the per-call cost of ``vmap``,
 functional parameter swaps and TensorDict bookkeeping. Any other module is left to the generic
-path (``mlp_plan`` returns ``None``).
+path (``mlp_plan`` returns ``None``). ``mlp_forward_fused`` is what the losses call: for a ReLU
+MLP it is one autograd node (``fused_mlp.relu_mlp``), otherwise ``mlp_forward``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
-__all__ = ["mlp_forward", "mlp_plan"]
+from sac_tr.losses.fused_mlp import relu_mlp
+
+__all__ = ["mlp_forward", "mlp_forward_fused", "mlp_plan"]
 
 # In place: an activation here always follows a linear layer, whose fresh output nothing else
 # reads (the linear backward needs its input and weight, the activation's backward its result).
@@ -74,3 +77,50 @@ def mlp_forward(
         else:
             h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
     return h
+
+
+def _is_relu_chain(plan: Plan) -> bool:
+    """``Linear, ReLU, Linear, ..., Linear`` exactly: what ``relu_mlp`` computes."""
+    return len(plan) % 2 == 1 and all(
+        (activation is None) == (i % 2 == 0) and (i % 2 == 0 or activation is torch.relu_)
+        for i, (_, activation) in enumerate(plan)
+    )
+
+
+def mlp_forward_fused(
+    plan: Plan,
+    params: TensorDictBase,
+    x: torch.Tensor,
+    prefix: tuple[str, ...] = ("module",),
+    *,
+    weight_rows: int | None = None,
+    grad_rows: int | None = None,
+) -> torch.Tensor:
+    """``mlp_forward`` for the losses: a ReLU MLP becomes one autograd node (``relu_mlp``).
+
+    ``weight_rows=k``: only rows ``[0, k)`` of ``x`` contribute to the parameter gradients; the
+    other rows are differentiated with respect to ``x`` only (their parameters act as detached).
+    ``grad_rows=m``: rows ``[m, B)`` are not differentiated at all (returned detached).
+    Shapes as for ``mlp_forward``.
+    """
+    if _is_relu_chain(plan):
+        weights = [
+            params[(*prefix, name, kind)]
+            for name, activation in plan
+            if activation is None
+            for kind in ("weight", "bias")
+        ]
+        out = relu_mlp(x, weights, weight_rows, grad_rows)
+        if grad_rows is None:
+            return out
+        return torch.cat([out[..., :grad_rows, :], out[..., grad_rows:, :].detach()], -2)
+    rows = x.shape[0]
+    live = rows if grad_rows is None else grad_rows
+    trained = live if weight_rows is None else weight_rows
+    parts = [mlp_forward(plan, params, x[:trained], prefix)]
+    if trained < live:
+        parts.append(mlp_forward(plan, params.detach(), x[trained:live], prefix))
+    if live < rows:
+        with torch.no_grad():
+            parts.append(mlp_forward(plan, params, x[live:], prefix))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, -2)

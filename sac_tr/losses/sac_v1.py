@@ -12,7 +12,7 @@ from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 
 from sac_tr.losses.common import SACLossBase, check_positive
-from sac_tr.losses.fast_mlp import mlp_forward, mlp_plan
+from sac_tr.losses.fast_mlp import mlp_forward_fused, mlp_plan
 
 __all__ = ["SACv1Loss"]
 
@@ -104,7 +104,7 @@ class SACv1Loss(SACLossBase):
         """V(s) with ``params`` (V_psi or V_psibar).  ``[*B]``."""
         if self._v_plan is not None:
             x = torch.cat([td.get(key) for key in self.value_network.in_keys], -1)
-            return mlp_forward(self._v_plan, params, x.reshape(-1, x.shape[-1])).reshape(
+            return mlp_forward_fused(self._v_plan, params, x.reshape(-1, x.shape[-1])).reshape(
                 x.shape[:-1]
             )
         value_in = td.select(*self.value_network.in_keys)
@@ -126,10 +126,10 @@ class SACv1Loss(SACLossBase):
             self._check_inputs(tensordict)
         fresh_action, log_prob = self._sample_action(tensordict)  # a~ ~ pi_phi(.|s), log pi(a~|s)
 
-        # min_i Q_i(s, a~) with the Q parameters detached: the actor's gradient flows through a~.
-        min_q_fresh = (
-            self._q_values(tensordict, fresh_action, self._detached_qvalue_params).min(0).values
-        )
+        # Q_i(s, a) for eq. 7; min_i Q_i(s, a~) with the Q parameters held constant: the actor's
+        # gradient flows through a~ only.
+        q_pred, q_fresh = self._q_replayed_and_fresh(tensordict, fresh_action)
+        min_q_fresh = q_fresh.min(0).values
         loss_actor = (self.alpha * log_prob - min_q_fresh).mean()  # eq. 12
 
         # eq. 5: the soft value target uses the same a~, with no gradient into Q or pi.
@@ -143,7 +143,7 @@ class SACv1Loss(SACLossBase):
                 tensordict.get("next"), self.target_value_network_params
             )
             q_target = self._q_target(tensordict, next_value)
-        loss_qvalue, q_pred = self._q_regression(tensordict, q_target)
+        loss_qvalue = self._q_regression(tensordict, q_pred, q_target)
 
         return TensorDict(
             {

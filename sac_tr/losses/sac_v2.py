@@ -107,24 +107,27 @@ class SACv2Loss(SACLossBase):
         if self.validate_inputs:
             self._check_inputs(tensordict)
         alpha = self.alpha
-        fresh_action, log_prob = self._sample_action(tensordict)  # a~ ~ pi(.|s)
-
-        min_q_fresh = (
-            self._q_values(tensordict, fresh_action, self._detached_qvalue_params).min(0).values
+        # a~ ~ pi(.|s) (differentiable) and a' ~ pi(.|s') (detached, for the target below)
+        fresh_action, log_prob, next_action, next_log_prob = self._sample_current_and_next(
+            tensordict
         )
+
+        # Q_i(s, a) for the Q loss; min_i Q_i(s, a~) with the Q parameters held constant.
+        q_pred, q_fresh = self._q_replayed_and_fresh(tensordict, fresh_action)
+        min_q_fresh = q_fresh.min(0).values
         loss_actor = (alpha * log_prob - min_q_fresh).mean()
 
         # Qhat = c r + gamma (1 - terminated) [min_i Qbar_i(s', a') - alpha log pi(a'|s')], a' ~ pi(.|s')
         with torch.no_grad():
-            next_td = tensordict.get("next")
-            next_action, next_log_prob = self._sample_action(next_td)
             next_q = (
-                self._q_values(next_td, next_action, self.target_qvalue_network_params)
+                self._q_values(
+                    tensordict.get("next"), next_action, self.target_qvalue_network_params
+                )
                 .min(0)
                 .values
             )
             q_target = self._q_target(tensordict, next_q - alpha * next_log_prob)
-        loss_qvalue, q_pred = self._q_regression(tensordict, q_target)
+        loss_qvalue = self._q_regression(tensordict, q_pred, q_target)
 
         loss_alpha = (-self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
 
