@@ -32,10 +32,13 @@ def nonfinite_rows(batch: TensorDictBase, keys: Iterable[Any]) -> tuple[torch.Te
     the keys that do."""
     bad = torch.zeros(batch.shape[0], dtype=torch.bool, device=batch.device)
     culprits = []
-    for key in keys:
-        value = batch.get(key, None)
-        if value is None or not value.is_floating_point():
-            continue
+    values = {key: batch.get(key, None) for key in keys}
+    values = {k: v for k, v in values.items() if v is not None and v.is_floating_point()}
+    # One reduction for all keys first: a NaN or inf anywhere makes its key's norm non-finite
+    # (a huge finite value can overflow a norm too; the per-key pass below then decides).
+    if not values or torch.stack(torch._foreach_norm(list(values.values()))).isfinite().all():
+        return bad, culprits
+    for key, value in values.items():
         rows = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(-1)
         if rows.any():
             culprits.append(key)
