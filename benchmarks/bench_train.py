@@ -42,6 +42,8 @@ def run_ours(args) -> float:
         f"checkpoint.every_frames={10 * args.frames}",
         "checkpoint.save_buffer=false",
         f"buffer.size={args.frames}",
+        f"frames_per_batch={args.frames_per_batch}",
+        f"collector.asynchronous={str(args.asynchronous).lower()}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="sac_mujoco", overrides=overrides)
@@ -87,17 +89,25 @@ def main() -> None:
         default=1,
         help="ours: env steps per collector batch (then as many updates)",
     )
+    parser.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="ours: TorchRL's AsyncCollector (environment in a worker process)",
+    )
+    parser.add_argument("--no-sb3", action="store_true", help="time ours only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ours, sb3 = [], []
     for _ in range(args.reps):
         ours.append(run_ours(args))
-        result = run_sb3(args)
+        result = None if args.no_sb3 else run_sb3(args)
         if result is not None:
             sb3.append(result)
     print(
         f"{args.env_id}, {args.frames} steps ({args.learning_starts} random), UTD 1, batch 256, "
-        f"2 x 256, threads={args.threads}, reps={args.reps}"
+        f"2 x 256, threads={args.threads}, reps={args.reps}, "
+        f"ours: frames_per_batch={args.frames_per_batch} asynchronous={args.asynchronous}"
     )
     print(
         f"sac_tr {args.loss}: {statistics.median(ours):.1f} env steps/s  {[round(x, 1) for x in ours]}"

@@ -162,6 +162,7 @@ def validate_config(cfg: DictConfig) -> None:
         "nan_guard",
         "checkpoint.save_buffer",
         "collector.parallel",
+        "collector.asynchronous",
         "progress",
     ):
         if not isinstance(cfg_get(cfg, key), bool):

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from tensordict.nn import TensorDictModuleBase
-from torchrl.collectors import Collector
+from torchrl.collectors import AsyncCollector, Collector
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import EnvBase, EnvCreator, ParallelEnv, SerialEnv
 
@@ -26,7 +26,8 @@ def make_collector(
     device: torch.device | str = "cpu",
     num_envs: int = 1,
     parallel: bool = False,
-) -> Collector:
+    asynchronous: bool = False,
+) -> Collector | AsyncCollector:
     """TorchRL's synchronous collector (``SyncDataCollector`` before TorchRL 0.12).
 
     The first ``init_random_frames`` frames use uniformly random actions from the action spec
@@ -38,11 +39,31 @@ def make_collector(
 
     The collector runs ``policy`` itself, in this process: parameters updated by the optimizer
     act on the next step with no weight synchronisation (tests/test_data.py checks it).
+
+    ``asynchronous=True``: TorchRL's ``AsyncCollector`` instead, which steps the environments in
+    a worker process while this one learns. The worker acts with the learner's parameters
+    (TorchRL shares them through shared memory and pushes them again at every hand-over), but
+    it collects the next batch while this process learns on the current one, so the acting
+    policy is up to a batch of updates behind, and runs are not reproducible step for step.
+    This process keeps its torch threads (TorchRL's default would leave it one core fewer).
     """
     if num_envs > 1:
         batched = ParallelEnv if parallel else SerialEnv
         creator = EnvCreator(env_fn) if parallel else env_fn  # picklable for the worker processes
         env_fn = partial(batched, num_envs, creator)
+    if asynchronous:
+        return AsyncCollector(
+            EnvCreator(env_fn),
+            policy,
+            frames_per_batch=frames_per_batch,
+            total_frames=total_frames,
+            init_random_frames=init_random_frames,
+            device=device,
+            storing_device="cpu",
+            update_at_each_batch=True,
+            num_threads=torch.get_num_threads(),
+            use_buffers=True,
+        )
     return Collector(
         env_fn,
         policy,

@@ -134,6 +134,7 @@ class TrainingRun:
                 self.agent.policy,  # the actor, behind exploration noise if it is deterministic
                 num_envs=cfg.collector.num_envs,
                 parallel=cfg.collector.parallel,
+                asynchronous=cfg.collector.asynchronous,
                 frames_per_batch=cfg.frames_per_batch,
                 total_frames=cfg.total_frames - frames,
                 init_random_frames=max(0, cfg.env.init_random_frames - frames),
@@ -341,15 +342,15 @@ class TrainingRun:
         )
 
     def _collector_state(self) -> dict | None:
-        if self.collector is None:
-            return None
+        if self.collector is None or self.cfg.collector.asynchronous:
+            return None  # the environments live in the collector's worker process
         try:
             return capture_collector_state(self.collector)
         except EnvStateError:  # e.g. environments in worker processes: resume starts new episodes
             return None
 
     def _restore_collector(self, state: dict | None) -> None:
-        if self.collector is not None and state is not None:
+        if self.collector is not None and state is not None and not self.cfg.collector.asynchronous:
             restore_collector_state(self.collector, state)
 
     def _restore(self, state: dict, path: Path) -> None:

@@ -28,3 +28,41 @@ def test_collector_uses_the_current_policy_weights_without_synchronisation():
     # The second batch's Gaussian means are those of the updated network, not the old one.
     torch.testing.assert_close(second["loc"], mean_net(second.select("observation").clone())["loc"])
     assert not torch.allclose(mean_net(first.select("observation").clone())["loc"], first["loc"])
+
+
+class ConstantAction(torch.nn.Module):
+    """Acts a = c for every observation: what the worker acts with shows which c it holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.c.expand(*observation.shape[:-1], 1)
+
+
+def test_asynchronous_collector_acts_with_the_learners_current_weights():
+    from tensordict.nn import TensorDictModule
+
+    policy = TensorDictModule(ConstantAction(), in_keys=["observation"], out_keys=["action"])
+    threads = torch.get_num_threads()
+    collector = make_collector(
+        lambda: make_env("Pendulum-v1", seed=0),
+        policy,
+        frames_per_batch=5,
+        total_frames=20,
+        init_random_frames=0,
+        asynchronous=True,
+    )
+    try:
+        batches = iter(collector)
+        first = next(batches)  # collected before any update: a = 0
+        with torch.no_grad():
+            policy.module.c.fill_(0.5)  # the learner's update, in place
+        next(batches)  # possibly collected, in the worker, before the update
+        third = next(batches)  # collected after it
+        assert torch.equal(first["action"], torch.zeros(5, 1))
+        assert torch.equal(third["action"], torch.full((5, 1), 0.5))
+        assert torch.get_num_threads() == threads  # the learner keeps its threads
+    finally:
+        collector.shutdown()
