@@ -63,6 +63,9 @@ def run_sb3(args) -> float | None:
         gym.make(args.env_id),
         learning_starts=args.learning_starts,
         buffer_size=args.frames,
+        # the same blocks as ours: k environment steps, then k gradient steps (k = 1: interleaved)
+        train_freq=(args.frames_per_batch, "step"),
+        gradient_steps=args.frames_per_batch,
         device="cpu",
         seed=0,
         verbose=0,
@@ -87,7 +90,7 @@ def main() -> None:
         "--frames-per-batch",
         type=int,
         default=1,
-        help="ours: env steps per collector batch (then as many updates)",
+        help="env steps per collector batch, then as many updates (SB3: train_freq, gradient_steps)",
     )
     parser.add_argument(
         "--async",
@@ -107,7 +110,7 @@ def main() -> None:
     print(
         f"{args.env_id}, {args.frames} steps ({args.learning_starts} random), UTD 1, batch 256, "
         f"2 x 256, threads={args.threads}, reps={args.reps}, "
-        f"ours: frames_per_batch={args.frames_per_batch} asynchronous={args.asynchronous}"
+        f"frames_per_batch={args.frames_per_batch}, ours asynchronous={args.asynchronous}"
     )
     print(
         f"sac_tr {args.loss}: {statistics.median(ours):.1f} env steps/s  {[round(x, 1) for x in ours]}"
