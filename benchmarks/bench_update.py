@@ -26,7 +26,6 @@ from torchrl.objectives import SACLoss, SoftUpdate
 
 from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
 from sac_tr.losses import SACv2Loss
-from sac_tr.runtime import configure_cpu
 from sac_tr.targets import make_target_updater
 
 
@@ -198,13 +197,8 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time sac_tr with torch.compile"
     )
-    parser.add_argument(
-        "--no-tune-malloc",
-        action="store_true",
-        help="leave glibc's allocator as it is (sac_tr's runs tune it; it applies to everyone here)",
-    )
     args = parser.parse_args()
-    configure_cpu(args.threads, tune_malloc=not args.no_tune_malloc)
+    torch.set_num_threads(args.threads)
     contenders = make_contenders(args, args.obs_dim, args.act_dim)
     batches = random_batches(args.updates, args.batch_size, args.obs_dim, args.act_dim)
     for step in contenders.values():  # warm-up, excluded
@@ -219,8 +213,7 @@ def main() -> None:
             rates[name].append(args.updates / (time.perf_counter() - start))
     print(
         f"threads={torch.get_num_threads()} batch={args.batch_size} hidden={args.hidden} "
-        f"obs={args.obs_dim} act={args.act_dim} reps={args.reps} x {args.updates} updates "
-        f"tune_malloc={not args.no_tune_malloc}"
+        f"obs={args.obs_dim} act={args.act_dim} reps={args.reps} x {args.updates} updates"
     )
     for name, values in rates.items():
         q = statistics.quantiles(values, n=4)

@@ -158,7 +158,6 @@ def validate_config(cfg: DictConfig) -> None:
         )
     for key in (
         "compile",
-        "tune_malloc",
         "nan_guard",
         "checkpoint.save_buffer",
         "collector.parallel",

@@ -35,7 +35,6 @@ from sac_tr.env_state import EnvStateError, capture_collector_state, restore_col
 from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
-from sac_tr.runtime import configure_cpu
 from sac_tr.signals import StopOnSignal
 from sac_tr.tracking import EvalCSV, log_metrics, log_video_file, make_logger
 
@@ -111,7 +110,8 @@ class TrainingRun:
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg = cfg
-        configure_cpu(cfg.threads, tune_malloc=cfg.tune_malloc)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
