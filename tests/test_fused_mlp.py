@@ -127,3 +127,23 @@ def test_squashed_sample_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(
         lambda m, s: _SquashedSample.apply(m, s, eps, low, high), (loc, log_std)
     )
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh])  # the fused path and the fallback
+def test_grad_rows_leave_the_last_rows_without_any_gradient(activation):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), activation(), nn.Linear(4, 2)).double()
+    params = TensorDict.from_module(net)
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    out = mlp_forward_fused(sequential_plan(net), params, x, prefix=(), weight_rows=2, grad_rows=4)
+    torch.testing.assert_close(out, net(x.detach()))
+    weights = [net[0].weight, net[0].bias, net[2].weight, net[2].bias]
+    got = torch.autograd.grad(out.sum(), [x, *weights])
+
+    x_ref = x.detach().requires_grad_()
+    (x_grad,) = torch.autograd.grad(net(x_ref)[:4].sum(), [x_ref])  # rows 4-5 contribute nothing
+    torch.testing.assert_close(got[0], x_grad)
+    assert torch.equal(got[0][4:], torch.zeros(2, 3, dtype=torch.float64))
+    expected = torch.autograd.grad(net(x.detach()[:2]).sum(), weights)
+    for g, want in zip(got[1:], expected, strict=True):
+        torch.testing.assert_close(g, want)

@@ -1,8 +1,8 @@
 """A ReLU MLP (or a stack of them) as one autograd node, with a hand-written backward.
 
 Evaluating ``Linear -> ReLU -> ... -> Linear`` op by op records one autograd node per matmul,
-bias and activation; at SAC's sizes (batch 256, 2 x 256 units) that bookkeeping costs about as
-much as the arithmetic on a CPU. ``relu_mlp`` computes the same function with the same matmuls
+bias and activation, and autograd's backward of a batched matmul against a transposed weight
+copies the transposed gradient. ``relu_mlp`` computes the same function with the same matmuls
 and writes the backward out (the chain rule below), so the whole network is a single node.
 
 Activations are kept feature-major (``[out, B]``, or ``[N, out, B]`` for an ensemble of ``N``
