@@ -51,32 +51,30 @@ def make_collector(
         batched = ParallelEnv if parallel else SerialEnv
         creator = EnvCreator(env_fn) if parallel else env_fn  # picklable for the worker processes
         env_fn = partial(batched, num_envs, creator)
-    if asynchronous:
-        return AsyncCollector(
-            EnvCreator(env_fn),
-            policy,
-            frames_per_batch=frames_per_batch,
-            total_frames=total_frames,
-            init_random_frames=init_random_frames,
-            device=device,
-            storing_device="cpu",
-            update_at_each_batch=True,
-            num_threads=torch.get_num_threads(),
-            use_buffers=True,
-        )
-    return Collector(
-        env_fn,
-        policy,
+    common = dict(
         frames_per_batch=frames_per_batch,
         total_frames=total_frames,
         init_random_frames=init_random_frames,
         device=device,
         storing_device="cpu",
-        # Per-frame cost: no trajectory ids (SAC does not read them), preallocated batch buffers
-        # instead of stacking each step (~0.15 ms/frame at frames_per_batch=1 on HalfCheetah), and
-        # never let the collector add transforms to the environment we built.
+        use_buffers=True,  # preallocated batch buffers instead of stacking each step
+    )
+    if asynchronous:
+        return AsyncCollector(
+            EnvCreator(env_fn),
+            policy,
+            update_at_each_batch=True,
+            num_threads=torch.get_num_threads(),
+            **common,
+        )
+    return Collector(
+        env_fn,
+        policy,
+        **common,
+        # Per-frame cost: no trajectory ids (SAC does not read them; with the buffers above
+        # ~0.15 ms/frame at frames_per_batch=1 on HalfCheetah), and never let the collector add
+        # transforms to the environment we built.
         track_traj_ids=False,
-        use_buffers=True,
         auto_register_policy_transforms=False,
     )
 

@@ -155,6 +155,11 @@ def capture_collector_state(collector: Collector) -> dict[str, Any]:
     """The collector's carried tensordict (current observation, step count, episode return)
     and the state of every gymnasium environment it steps. Raises ``EnvStateError`` if an
     environment cannot be reached."""
+    if not isinstance(collector, Collector):
+        raise EnvStateError(
+            f"{type(collector).__name__} steps its environments in a worker process "
+            "(collector.asynchronous=true); a resumed run starts new episodes."
+        )
     return {
         "carrier": collector._carrier.to_dict(),
         "envs": [capture_gym_state(g) for g in _gym_envs(collector.env)],

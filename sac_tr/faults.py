@@ -15,6 +15,7 @@ from torch import nn
 __all__ = [
     "NonFiniteError",
     "NonFiniteInjector",
+    "all_finite",
     "batch_statistics",
     "first_nonfinite_loss",
     "nonfinite_parameters",
@@ -27,6 +28,13 @@ class NonFiniteError(FloatingPointError):
     with the batch's statistics, and where the last good checkpoint is."""
 
 
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Quick test that ``tensors`` hold no NaN/inf: one reduction for all of them (a NaN or inf
+    makes its tensor's norm non-finite). ``False`` can also mean a norm overflowed on huge finite
+    values, so a caller that gets ``False`` looks element by element before reporting anything."""
+    return not tensors or bool(torch.stack(torch._foreach_norm(tensors)).isfinite().all())
+
+
 def nonfinite_rows(batch: TensorDictBase, keys: Iterable[Any]) -> tuple[torch.Tensor, list]:
     """A ``[N]`` mask of the transitions holding NaN/inf in any of ``keys`` (present ones), and
     the keys that do."""
@@ -34,9 +42,7 @@ def nonfinite_rows(batch: TensorDictBase, keys: Iterable[Any]) -> tuple[torch.Te
     culprits = []
     values = {key: batch.get(key, None) for key in keys}
     values = {k: v for k, v in values.items() if v is not None and v.is_floating_point()}
-    # One reduction for all keys first: a NaN or inf anywhere makes its key's norm non-finite
-    # (a huge finite value can overflow a norm too; the per-key pass below then decides).
-    if not values or torch.stack(torch._foreach_norm(list(values.values()))).isfinite().all():
+    if all_finite(list(values.values())):
         return bad, culprits
     for key, value in values.items():
         rows = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(-1)

@@ -342,8 +342,8 @@ class TrainingRun:
         )
 
     def _collector_state(self) -> dict | None:
-        if self.collector is None or self.cfg.collector.asynchronous:
-            return None  # the environments live in the collector's worker process
+        if self.collector is None:
+            return None
         try:
             return capture_collector_state(self.collector)
         except EnvStateError:  # e.g. environments in worker processes: resume starts new episodes

@@ -1,9 +1,11 @@
 """The collector acts with the live policy: an optimizer step is seen by the very next frame."""
 
+import pytest
 import torch
 
 from sac_tr import make_actor
 from sac_tr.data import make_collector
+from sac_tr.env_state import EnvStateError, capture_collector_state
 from sac_tr.envs import make_env
 
 
@@ -64,5 +66,7 @@ def test_asynchronous_collector_acts_with_the_learners_current_weights():
         assert torch.equal(first["action"], torch.zeros(5, 1))
         assert torch.equal(third["action"], torch.full((5, 1), 0.5))
         assert torch.get_num_threads() == threads  # the learner keeps its threads
+        with pytest.raises(EnvStateError, match="worker process"):  # checkpoints skip its state
+            capture_collector_state(collector)
     finally:
         collector.shutdown()

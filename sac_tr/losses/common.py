@@ -14,6 +14,7 @@ from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.utils import _cache_values, _vmap_func, dispatch_value_estimator
 from torchrl.objectives.value.functional import td0_return_estimate
 
+from sac_tr.faults import all_finite
 from sac_tr.losses.fast_actor import (
     sample_squashed_gaussian,
     sample_squashed_gaussian_pair,
@@ -235,10 +236,9 @@ class SACLossBase(LossModule):
                     f"{name}: {key!r} has {value.shape[-1]} features but the networks take "
                     f"{obs_dim} (shape {tuple(value.shape)})."
                 )
-        floats = {key: td.get(key) for key in self.in_keys if td.get(key).is_floating_point()}
-        # One reduction for all keys: a NaN or inf anywhere makes its key's norm non-finite.
-        # (A norm can also overflow on huge finite values; the per-key check then decides.)
-        if floats and torch.stack(torch._foreach_norm(list(floats.values()))).isfinite().all():
+        floats = {key: td.get(key) for key in self.in_keys}
+        floats = {key: value for key, value in floats.items() if value.is_floating_point()}
+        if all_finite(list(floats.values())):
             return
         for key, value in floats.items():
             if not torch.isfinite(value).all():
