@@ -169,9 +169,9 @@ def validate_config(cfg: DictConfig) -> None:
     _positive_int(problems, "checkpoint.keep", cfg.checkpoint.keep)
     if cfg.threads is not None:
         _positive_int(problems, "threads", cfg.threads)
-    if cfg.resume is not None and not Path(str(cfg.resume)).exists():
+    if cfg.resume not in (None, "auto") and not Path(str(cfg.resume)).exists():
         problems.append(
-            f"resume={cfg.resume!r}: no such file or directory (give a checkpoint file or a run directory)."
+            f"resume={cfg.resume!r}: no such file or directory (give a checkpoint file, a run directory, or auto)."
         )
     if problems:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))
