@@ -136,7 +136,7 @@ def test_recipe_command_line_rejects_bad_and_unknown_keys(tmp_path):
                 sys.executable,
                 str(ROOT / "recipes" / "sac_mujoco.py"),
                 *args,
-                f"hydra.run.dir={tmp_path}",
+                f"hydra.run.dir={tmp_path / 'run'}",
             ],
             capture_output=True,
             text=True,
@@ -258,7 +258,11 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     buffer.loads(buffer_dir(find_checkpoint(run_dir)))
     assert len(buffer) == state["frames"]  # every transition collected so far was kept
     resumed = train(
-        make_cfg(f"total_frames={state['frames'] + 50}", "logger=none", f"resume={run_dir}"),
+        make_cfg(
+            f"total_frames={state['frames'] + 50}",
+            *args[len(FAST) + 1 :],  # the same configuration: only total_frames may change
+            f"resume={run_dir}",
+        ),
         "/unused",
     )
     assert resumed.frames == state["frames"] + 50 and resumed.updates == state["updates"] + 50
