@@ -20,6 +20,7 @@ from tqdm import tqdm
 from sac_tr.agent import make_agent, update
 from sac_tr.checkpoint import (
     buffer_dir,
+    checkpoint_bytes,
     checkpoint_path,
     get_rng_state,
     load_checkpoint,
@@ -330,6 +331,7 @@ class TrainingRun:
             self._stop_on_fault(f"NaN/inf in the parameters {bad[:5]}", "", save=False)
         path = checkpoint_path(self.run_dir / "checkpoints", self.counters.frames)
         self.counters.wall_time_s = self._wall_time()
+        started = time.perf_counter()
         if self.cfg.checkpoint.save_buffer:  # first: a checkpoint file implies its buffer is whole
             save_buffer(self.buffer, buffer_dir(path))
         state = {
@@ -344,6 +346,9 @@ class TrainingRun:
             "config": OmegaConf.to_yaml(self.cfg),
         }
         self.checkpoint_path = save_checkpoint(state, path)
+        cost = {"checkpoint/seconds": time.perf_counter() - started}
+        cost["checkpoint/megabytes"] = checkpoint_bytes(path) / 2**20  # with its buffer
+        log_metrics(self.logger, cost, self.counters.frames)
         rotate_checkpoints(path.parent, self.cfg.checkpoint.keep)
         self.saved_at = self.counters.frames
         return self.checkpoint_path

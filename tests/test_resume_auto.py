@@ -136,3 +136,15 @@ def test_wandb_summary_holds_the_final_frame_count(tmp_path, monkeypatch):
     train(make_cfg("total_frames=300", "logger=wandb", "eval.video_every=10"), tmp_path)
     frames = [row["frames"] for row in logged if "frames" in row]
     assert frames and frames[-1] == 300  # the only video was logged at frame 100
+
+
+def test_checkpoint_bytes_counts_the_file_and_its_buffer(tmp_path):
+    from sac_tr.checkpoint import buffer_dir, checkpoint_bytes, checkpoint_path
+
+    path = checkpoint_path(tmp_path, 100)
+    path.write_bytes(b"x" * 10)
+    assert checkpoint_bytes(path) == 10
+    (buffer_dir(path) / "storage").mkdir(parents=True)
+    (buffer_dir(path) / "storage" / "a.memmap").write_bytes(b"y" * 1000)
+    (buffer_dir(path) / "meta.json").write_bytes(b"z" * 5)
+    assert checkpoint_bytes(path) == 1015
