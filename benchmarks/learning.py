@@ -4,6 +4,7 @@
     python benchmarks/learning.py halfcheetah --seeds 0 1 --sb3     # with SB3 (pip install -e ".[bench]")
     python benchmarks/learning.py suite --dir ~/sac_tr_suite        # the MuJoCo suite campaign
     python benchmarks/learning.py suite --dir ~/sac_tr_suite --report   # its table so far
+    python benchmarks/learning.py suite --dir ~/sac_tr_suite --collect benchmarks/results/suite
 
 The suite (README, "Results"): sac_v1, sac_v2 and SB3 SAC (its defaults) on HalfCheetah, Hopper,
 Walker2d and Ant, seeds 0 and 1, 300k frames, evaluated every 10k frames. Runs go to
@@ -159,6 +160,11 @@ def run_suite(out_dir: Path, jobs: int) -> None:
             run_locked(name, cmd, env_vars)
 
     def run_locked(name: str, cmd: list[str], env_vars: dict[str, str]) -> None:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+        with (out_dir / name / "commits.txt").open("a") as f:  # the code each segment ran
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {commit or 'unknown'}\n")
         with (out_dir / "logs" / f"{name}.log").open("a") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
             log.flush()
@@ -176,6 +182,22 @@ def run_suite(out_dir: Path, jobs: int) -> None:
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(work, queue))
+
+
+def collect_suite(out_dir: Path, dest: Path) -> None:
+    """Copy each run's eval.csv, its ``.hydra`` config and the commits it ran on to ``dest``
+    (committed to the repository: the runs themselves live outside it)."""
+    import shutil
+
+    for _, _, run_dir in suite_jobs(out_dir):
+        if not (run_dir / "eval.csv").exists():
+            continue
+        target = dest / run_dir.name
+        (target / ".hydra").mkdir(parents=True, exist_ok=True)
+        for name in ("eval.csv", "commits.txt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
+            if (run_dir / name).exists():
+                shutil.copy(run_dir / name, target / name)
+    print(f"collected into {dest}")
 
 
 def suite_report(out_dir: Path) -> None:
@@ -330,6 +352,7 @@ def main() -> None:
     parser.add_argument("env", choices=[*sorted(PRESETS), "suite"])
     parser.add_argument("--dir", type=Path, default=None, help="suite: the campaign directory")
     parser.add_argument("--report", action="store_true", help="suite: print the table so far")
+    parser.add_argument("--collect", type=Path, default=None, help="suite: copy results here")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 SAC")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -341,7 +364,9 @@ def main() -> None:
     args = parser.parse_intermixed_args()  # hydra overrides may follow the options
     if args.env == "suite":
         out_dir = (args.dir or ROOT / "multirun" / "suite").expanduser().resolve()
-        if not args.report:
+        if args.collect:
+            collect_suite(out_dir, args.collect)
+        elif not args.report:
             run_suite(out_dir, args.jobs)
         suite_report(out_dir)
         return
