@@ -167,7 +167,10 @@ def test_fast_actor_sample_matches_the_tanh_normal_distribution(saturate):
         SACv1Loss(a, make_qvalue(OBS_DIM, ACT_DIM), make_value(OBS_DIM))
         for a in (actor, generic_actor)
     ]
-    assert losses[0]._actor_plan is not None and losses[1]._actor_plan is None
+    from sac_tr.accel import accelerate
+
+    assert accelerate(losses[0])["actor"] == "accelerated"
+    assert accelerate(losses[1])["actor"] == "reference path (Opaque not supported)"
     td = TensorDict(observation=obs, batch_size=[6])
     results = []
     for loss in losses:
