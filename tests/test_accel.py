@@ -228,9 +228,10 @@ def test_a_q_that_subclasses_mlp_and_overrides_forward_runs_its_own_forward(vers
 def test_a_layernorm_dropout_q_takes_vmap_with_its_own_dropout_masks_per_member():
     loss = build("v2", q=droq_q())
     assert accelerate(loss)["Q"] == "reference path (Dropout not supported)"
-    loss.eval()  # dropout off: the loss must equal the module's own forward exactly
+    q = loss.qvalue_network  # loss.eval() does not reach it: LossModule hides its networks
+    q.eval()  # dropout off: the loss must equal the module's own forward exactly
     assert_matches_the_modules(loss)
-    loss.train()
+    q.train()
     with torch.no_grad():  # both members identical: only their dropout masks can differ
         for leaf in loss.qvalue_network_params.values(True, True):
             leaf[1].copy_(leaf[0])
@@ -238,7 +239,7 @@ def test_a_layernorm_dropout_q_takes_vmap_with_its_own_dropout_masks_per_member(
     params = loss.qvalue_network_params
     q_train = loss._q_values(td, None, params)
     assert not torch.equal(q_train[0], q_train[1])  # each member draws its own masks
-    loss.eval()
+    q.eval()
     q_eval = loss._q_values(td, None, params)
     torch.testing.assert_close(q_eval[0], q_eval[1])
     assert not torch.allclose(q_train[0], q_eval[0])  # dropout acted in train mode
