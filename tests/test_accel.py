@@ -259,7 +259,7 @@ def test_a_custom_value_network_runs_its_own_forward(make, reason):
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_a_custom_actor_is_sampled_through_its_own_distribution(version):
-    actor = hand_built_actor(trunk=ScaledMLP)
+    actor = hand_built_actor(trunk=ScaledMLP, head=ClampedLogStdNormalParams())  # make_actor's head
     loss = build(version, actor=actor)
     assert accelerate(loss)["actor"] == "reference path (ScaledMLP overrides forward)"
     assert loss.actor_sampler is None
