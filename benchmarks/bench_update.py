@@ -27,15 +27,16 @@ from collections.abc import Callable
 import torch
 import torch._inductor.config
 from tensordict import TensorDict
-from tensordict.nn import NormalParamExtractor, TensorDictModule
+from tensordict.nn import NormalParamExtractor
 from torch import nn
 from torchrl.data import Bounded
-from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.modules import MLP, ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
 
 from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
 from sac_tr.accel import accelerate
 from sac_tr.losses import SACv2Loss
+from sac_tr.modules import tanh_normal_actor
 from sac_tr.targets import make_target_updater
 
 
@@ -98,18 +99,7 @@ def make_contenders(args, obs_dim: int, act_dim: int) -> dict[str, Callable[[Ten
         torch.manual_seed(0)
         cells = {"num_cells": list(hidden), "activation_class": nn.ReLU}
         trunk = MLP(in_features=obs_dim, out_features=2 * act_dim, **cells)
-        actor = ProbabilisticActor(
-            TensorDictModule(
-                nn.Sequential(trunk, NormalParamExtractor()),
-                in_keys=["observation"],
-                out_keys=["loc", "scale"],
-            ),
-            in_keys=["loc", "scale"],
-            spec=spec,
-            distribution_class=TanhNormal,
-            distribution_kwargs={"low": spec.space.low, "high": spec.space.high},
-            return_log_prob=True,
-        )
+        actor = tanh_normal_actor(nn.Sequential(trunk, NormalParamExtractor()), spec)
         q = ValueOperator(
             MLP(in_features=obs_dim + act_dim, out_features=1, **cells),
             in_keys=["observation", "action"],

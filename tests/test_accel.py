@@ -9,16 +9,16 @@ import pytest
 import torch
 from helpers import ACT_DIM, HIDDEN, OBS_DIM, action_spec, make_batch
 from tensordict import TensorDict
-from tensordict.nn import NormalParamExtractor, TensorDictModule
+from tensordict.nn import NormalParamExtractor
 from torch import nn
-from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.modules import MLP, ValueOperator
 
 from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
 from sac_tr.accel import AccelerationError, accelerate, accelerate_policy
 from sac_tr.accel.critics import MLPQEnsemble, MLPValue
 from sac_tr.accel.squashed_gaussian import SquashedGaussianPlan, SquashedGaussianSampler
 from sac_tr.losses import SACv2Loss
-from sac_tr.modules import ClampedLogStdNormalParams
+from sac_tr.modules import ClampedLogStdNormalParams, tanh_normal_actor
 
 ALL_FAST = {"Q": "accelerated", "V": "accelerated", "actor": "accelerated"}
 
@@ -81,20 +81,12 @@ def hooked_value():
 
 
 def hand_built_actor(trunk=MLP, head=None):
-    """A ProbabilisticActor assembled from TorchRL's blocks, as TorchRL's tutorials do."""
-    spec = action_spec()
+    """An MLP and a normal-parameter head in TorchRL's standard squashed-Gaussian assembly."""
     net = nn.Sequential(
         trunk(in_features=OBS_DIM, out_features=2 * ACT_DIM, num_cells=list(HIDDEN)),
         head or NormalParamExtractor(),
     )
-    return ProbabilisticActor(
-        TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"]),
-        in_keys=["loc", "scale"],
-        spec=spec,
-        distribution_class=TanhNormal,
-        distribution_kwargs={"low": spec.space.low, "high": spec.space.high},
-        return_log_prob=True,
-    )
+    return tanh_normal_actor(net, action_spec())
 
 
 def hand_built_q():
