@@ -17,8 +17,8 @@ from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
 from sac_tr.accel import AccelerationError, accelerate, accelerate_policy
 from sac_tr.accel.critics import MLPQEnsemble, MLPValue
 from sac_tr.accel.squashed_gaussian import SquashedGaussianPlan, SquashedGaussianSampler
-from sac_tr.losses import SACv2Loss
-from sac_tr.modules import ClampedLogStdNormalParams, tanh_normal_actor
+from sac_tr.losses import DeterministicSACLoss, SACv2Loss
+from sac_tr.modules import ClampedLogStdNormalParams, make_deterministic_actor, tanh_normal_actor
 
 ALL_FAST = {"Q": "accelerated", "V": "accelerated", "actor": "accelerated"}
 
@@ -102,7 +102,10 @@ def build(version, actor=None, q=None, value=None, seed=0):
     torch.manual_seed(seed)
     actor = actor or make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
     q = q or make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
-    if version == "v1":
+    if version == "deterministic":
+        actor = make_deterministic_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+        loss = DeterministicSACLoss(actor, q, value or make_value(OBS_DIM, hidden_sizes=HIDDEN))
+    elif version == "v1":
         loss = SACv1Loss(actor, q, value or make_value(OBS_DIM, hidden_sizes=HIDDEN), alpha=0.7)
     else:
         loss = SACv2Loss(actor, q, alpha_init=0.7, reward_scale=2.0)
@@ -137,6 +140,9 @@ def reference_losses(loss, td):
     actor, actor_params = loss.actor_network, loss.actor_network_params
 
     def sample(batch):
+        if not hasattr(actor, "get_dist"):  # the deterministic variant: mu(s), no entropy
+            action = _own(actor, actor_params, batch.select(*actor.in_keys))["action"]
+            return action, action.new_zeros(action.shape[:-1])
         with actor_params.to_module(actor):
             return actor.get_dist(batch.select(*actor.in_keys).copy()).rsample_and_log_prob()
 
@@ -190,12 +196,14 @@ def assert_matches_the_modules(loss, seed=3):
 
 
 # ---------------------------------------------------------------------------- the scenarios
-@pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize("version", ["v1", "v2", "deterministic"])
 @pytest.mark.parametrize("mode", ["auto", "off"])
 def test_default_networks_match_their_modules_on_both_paths(version, mode):
     loss = build(version)
     paths = accelerate(loss, mode)
-    expected = {k: v for k, v in ALL_FAST.items() if version == "v1" or k != "V"}
+    expected = {k: v for k, v in ALL_FAST.items() if version != "v2" or k != "V"}
+    if version == "deterministic":
+        expected["actor"] = "reference path (TensorDictSequential is a deterministic actor)"
     if mode == "off":
         expected = dict.fromkeys(expected, "reference path (accelerate=off)")
     assert paths == expected

@@ -74,6 +74,8 @@ def _not_overridden(loss: LossModule, base: type, methods: tuple[str, ...]) -> N
 
 
 def _actor_plan(actor: TensorDictModuleBase) -> SquashedGaussianPlan:
+    if not hasattr(actor, "get_dist"):
+        raise UnsupportedNetworkError(f"{type(actor).__name__} is a deterministic actor")
     check_readable(actor)
     plan = squashed_gaussian_plan(actor)
     if len(plan.in_keys) != 1:
@@ -92,7 +94,7 @@ def _fast_q(loss: SACLossBase) -> MLPQEnsemble:
     check_readable(module)
     plan = module_plan(module)
     known = {loss.tensor_keys.action: loss._action_dim} if loss._action_dim else {}
-    if hasattr(loss.actor_network, "get_dist") and loss._observation_dim() is not None:
+    if loss._observation_dim() is not None:
         known.update({key: loss._observation_dim() for key in loss.actor_network.in_keys})
     widths = _widths(module.in_keys, _first_in_features(module.module, plan), known)
     evaluator = MLPQEnsemble(plan, module.in_keys, loss.tensor_keys.action)
@@ -112,8 +114,8 @@ def _fast_value(loss: SACv1Loss) -> MLPValue:
 
 
 def _fast_sampler(loss: SACLossBase) -> SquashedGaussianSampler:
-    _not_overridden(loss, SACLossBase, ("_sample_action", "_sample_current_and_next"))
     plan = _actor_plan(loss.actor_network)
+    _not_overridden(loss, SACLossBase, ("_sample_action", "_sample_current_and_next"))
     sampler = SquashedGaussianSampler(plan)
     probe_sampler(loss, sampler, _actor_widths(loss.actor_network, plan))
     return sampler
