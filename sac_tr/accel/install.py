@@ -139,7 +139,12 @@ def _path(name: str, module: object, mode: str, build: Callable[[], object]) -> 
 def accelerate(loss: LossModule, mode: str = "auto") -> dict[str, str]:
     """Install the fast evaluators ``loss``'s networks are proven to support (see the module
     docstring); returns ``{"Q": ..., "V": ..., "actor": ...}``, each ``"accelerated"`` or
-    ``"reference path (<reason>)"`` (``"V"`` only for losses with a value network)."""
+    ``"reference path (<reason>)"`` (``"V"`` only for losses with a value network).
+
+    Call it on the finished loss: after ``loss.to(device)`` (the probe runs where the loss will)
+    and after any ``loss.set_keys(...)`` (the evaluators read the keys at installation). Calling
+    it again re-decides every network; ``mode="off"`` removes every fast evaluator.
+    """
     check_mode(mode)
     if not isinstance(loss, SACLossBase):
         reason = f"{type(loss).__name__} is not an sac_tr loss"

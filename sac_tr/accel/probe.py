@@ -91,7 +91,7 @@ def _agree(
         terms = [(o * c).sum() for o, c in zip(outs, cotangents, strict=True) if o.requires_grad]
         grads.append(
             torch.autograd.grad(sum(terms), inputs, allow_unused=True)
-            if terms
+            if terms and inputs
             else [None] * len(inputs)
         )
     _compare(f"{what}: gradient", grads[0], grads[1])
