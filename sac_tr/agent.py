@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch._inductor.config
@@ -15,6 +15,7 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import TargetNetUpdater
 
+from sac_tr.accel import accelerate, accelerate_policy
 from sac_tr.components import (
     make_actor_from_config,
     make_collector_policy,
@@ -39,6 +40,8 @@ class SACAgent:
     compiled_loss: Callable[[TensorDictBase], TensorDictBase] | None = None
     policy: TensorDictModuleBase | None = None  # what the collector runs (actor + exploration)
     policy_delay: int = 1  # TD3: update the actor and the targets every this many steps
+    # Which path each network takes ("Q": "accelerated" / "reference path (<reason>)", ...).
+    paths: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.policy is None:
@@ -55,15 +58,27 @@ class SACAgent:
         return self.compiled_loss(batch)
 
 
-def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
+def make_agent(
+    env: EnvBase, cfg: DictConfig, device: torch.device, accelerate_mode: str | None = None
+) -> SACAgent:
     """Build the agent for ``env`` from ``cfg.actor``, ``cfg.critic``, ``cfg.loss``
     (``sac_v1``, ``sac_v2``, ``sac_deterministic``, ``td3``, ``ddpg`` or a user's class),
-    ``cfg.optim`` and ``cfg.target_update`` (see ``sac_tr.components``)."""
+    ``cfg.optim`` and ``cfg.target_update`` (see ``sac_tr.components``).
+
+    ``accelerate_mode`` (default ``cfg.accelerate``, else ``auto``): ``auto`` installs the fast
+    evaluators proven equal to each network, ``on`` raises when a network cannot be accelerated,
+    ``off`` runs every network through its own module; ``agent.paths`` says which path each took.
+    """
+    mode = accelerate_mode or cfg.get("accelerate", "auto")
     obs_dim = observation_dim(env)
     action_spec = env.action_spec.to("cpu")
     actor = make_actor_from_config(cfg, action_spec, obs_dim)
     loss = make_loss_from_config(cfg, actor, action_spec, obs_dim).to(device)
     actor = actor.to(device)
+    paths = accelerate(loss, mode)  # after .to(device): the probe runs where the loss will
+    policy, paths["policy"] = accelerate_policy(
+        make_collector_policy(cfg, actor, action_spec.to(device)), mode
+    )
     compiled_loss = None
     if cfg.compile:
         if hasattr(loss, "validate_inputs"):
@@ -83,8 +98,9 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
             hard_update_every=cfg.target_update.hard_update_every,
         ),
         compiled_loss=compiled_loss,
-        policy=make_collector_policy(cfg, actor, action_spec.to(device)),
+        policy=policy,
         policy_delay=int(cfg.loss.get("policy_delay", 1)),
+        paths=paths,
     )
 
 

@@ -28,7 +28,6 @@ from torchrl.data import TensorSpec
 from torchrl.objectives import DDPGLoss, LossModule, TD3Loss
 
 from sac_tr.losses import DeterministicSACLoss, SACv1Loss, SACv2Loss
-from sac_tr.losses.fast_actor import fast_acting_policy
 from sac_tr.modules import (
     make_actor,
     make_deterministic_actor,
@@ -115,9 +114,10 @@ def make_collector_policy(
     cfg: DictConfig, actor: TensorDictModuleBase, action_spec: TensorSpec
 ) -> TensorDictModuleBase:
     """What the collector runs: a stochastic actor as it is (it samples), a deterministic one
-    behind fixed Gaussian noise of ``actor.exploration_sigma`` (relative to the action range)."""
+    behind fixed Gaussian noise of ``actor.exploration_sigma`` (relative to the action range).
+    ``sac_tr.accel.accelerate_policy`` may then stand a proven-equal fast policy in for it."""
     if hasattr(actor, "get_dist"):
-        return fast_acting_policy(actor)  # make_actor's: the same actions, no TanhNormal per step
+        return actor
     return make_gaussian_exploration(actor, action_spec, sigma=cfg.actor.exploration_sigma)
 
 

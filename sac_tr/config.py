@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from sac_tr.accel import MODES as ACCELERATE_MODES
 from sac_tr.components import ACTOR_OF_LOSS, import_object, resolve_actor_kind
 from sac_tr.envs import check_env_id
 from sac_tr.tracking import BACKENDS, WANDB_MODES
@@ -167,6 +168,11 @@ def validate_config(cfg: DictConfig) -> None:
         if not isinstance(cfg_get(cfg, key), bool):
             problems.append(f"{key}={cfg_get(cfg, key)!r}: must be true or false.")
     _positive_int(problems, "checkpoint.keep", cfg.checkpoint.keep)
+    if cfg.get("accelerate", "auto") not in ACCELERATE_MODES:
+        problems.append(
+            f"accelerate={cfg.accelerate!r}: must be one of {', '.join(ACCELERATE_MODES)} "
+            "(auto: fast evaluators where proven equal; on: require them; off: none)."
+        )
     if cfg.threads is not None:
         _positive_int(problems, "threads", cfg.threads)
     if cfg.resume not in (None, "auto") and not Path(str(cfg.resume)).exists():

@@ -30,6 +30,7 @@ __all__ = [
     "make_gaussian_exploration",
     "make_qvalue",
     "make_value",
+    "tanh_normal_actor",
 ]
 
 DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (256, 256)
@@ -100,7 +101,6 @@ def make_actor(
         A ``ProbabilisticActor`` writing ``action_key`` and ``log_prob_key`` (sampling by default).
     """
     _check_action_spec("make_actor", action_spec)
-    space = action_spec.space
     action_dim = int(action_spec.shape[-1])
     _check_sizes("observation_dim", observation_dim, hidden_sizes)
     net = nn.Sequential(
@@ -112,6 +112,31 @@ def make_actor(
         ),
         ClampedLogStdNormalParams(log_std_bounds),
     )
+    return tanh_normal_actor(
+        net,
+        action_spec,
+        observation_key=observation_key,
+        action_key=action_key,
+        log_prob_key=log_prob_key,
+    )
+
+
+def tanh_normal_actor(
+    net: nn.Module,
+    action_spec: TensorSpec,
+    *,
+    observation_key: str = "observation",
+    action_key: str = "action",
+    log_prob_key: str = "action_log_prob",
+) -> ProbabilisticActor:
+    """TorchRL's standard assembly of a squashed-Gaussian policy around ``net``.
+
+    ``net`` maps the observation to ``(loc, scale)`` (e.g. ``nn.Sequential(MLP, NormalParamExtractor())``
+    or ``make_actor``'s MLP with ``ClampedLogStdNormalParams``); the action is a ``TanhNormal``
+    over the bounds of ``action_spec``, sampled by default (``ExplorationType.RANDOM``).
+    """
+    _check_action_spec("tanh_normal_actor", action_spec)
+    space = action_spec.space
     module = TensorDictModule(net, in_keys=[observation_key], out_keys=["loc", "scale"])
     return ProbabilisticActor(
         module,

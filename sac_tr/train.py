@@ -176,6 +176,8 @@ class TrainingRun:
         self.eval_env = make_env(cfg.env.id, seed=cfg.seed + 10_000)
         self.video_env = None
         self.agent = make_agent(make_env(cfg.env.id, seed=cfg.seed), cfg, self.device)
+        for network, path in self.agent.paths.items():
+            print(f"{network}: {path}")
         self.buffer = make_replay_buffer(cfg.buffer, cfg.batch_size, self.run_dir, self.device)
         self.counters = Counters()
         self.last_eval = float("nan")
@@ -207,7 +209,10 @@ class TrainingRun:
             exp_name=f"sac_{cfg.env.name}_seed{cfg.seed}",
             project=cfg.logger.project,
             wandb_mode=cfg.logger.wandb_mode,
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config={
+                **OmegaConf.to_container(cfg, resolve=True),
+                "network_paths": self.agent.paths,  # which networks run accelerated
+            },
             run_id=resumed[0].get("wandb_id") or None if resumed else None,
         )
         stochastic = ("stochastic_return_mean", "stochastic_return_std")
