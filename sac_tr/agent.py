@@ -60,7 +60,9 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
     (``sac_v1``, ``sac_v2``, ``sac_deterministic``, ``td3``, ``ddpg`` or a user's class),
     ``cfg.optim`` and ``cfg.target_update`` (see ``sac_tr.components``)."""
     obs_dim = observation_dim(env)
-    action_spec = env.action_spec.to("cpu")
+    # The bounds on the training device, as TorchRL's SAC builds its networks: the actor's
+    # distribution, TD3's noise clip and the exploration noise then read them where they run.
+    action_spec = env.action_spec.to(device)
     actor = make_actor_from_config(cfg, action_spec, obs_dim)
     loss = make_loss_from_config(cfg, actor, action_spec, obs_dim).to(device)
     actor = actor.to(device)
@@ -83,7 +85,7 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
             hard_update_every=cfg.target_update.hard_update_every,
         ),
         compiled_loss=compiled_loss,
-        policy=make_collector_policy(cfg, actor, action_spec.to(device)),
+        policy=make_collector_policy(cfg, actor, action_spec),
         policy_delay=int(cfg.loss.get("policy_delay", 1)),
     )
 

@@ -56,9 +56,11 @@ def cuda_indices(module: torch.nn.Module) -> list[int]:
 
 def _rollout(env: EnvBase, actor: TensorDictModuleBase, max_steps: int) -> TensorDictBase:
     """One episode of at most ``max_steps`` steps. The environment stays on its device (CPU) and
-    the actor on its own (the GPU when training there): TorchRL moves the observation to the
-    actor's device and the action back at each step (as TorchRL's own SAC evaluates)."""
-    return env.rollout(max_steps, actor, break_when_any_done=True, auto_cast_to_device=True)
+    the actor on its own (the GPU when training there): when they differ, TorchRL moves each
+    observation to the actor's device and the action back (as TorchRL's own SAC evaluates)."""
+    first = next(iter(actor.parameters()), None)
+    cast = first is not None and first.device != env.device
+    return env.rollout(max_steps, actor, break_when_any_done=True, auto_cast_to_device=cast)
 
 
 @torch.no_grad()
