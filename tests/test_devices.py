@@ -54,11 +54,20 @@ def test_a_gpu_this_machine_lacks_is_named_before_anything_is_built():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("where", ["auto", "cpu"])
+@pytest.mark.parametrize("where, loss", [("auto", "sac_v1"), ("cpu", "sac_v1"), ("auto", "td3")])
 def test_envs_stay_on_the_cpu_the_policy_acts_on_the_device_batches_go_where_the_buffer_is(
-    tmp_path, device, where
+    tmp_path, device, where, loss
 ):
-    cfg = make_cfg(f"device={device}", f"buffer.device={where}", "total_frames=300", "logger=none")
+    # TD3: a deterministic actor behind exploration noise. Every parameter and buffer of the
+    # acting policy must be on the device, or TorchRL's collector would act with a copy of it
+    # (on the device) that the optimizer never updates.
+    cfg = make_cfg(
+        f"device={device}",
+        f"buffer.device={where}",
+        f"loss={loss}",
+        "total_frames=300",
+        "logger=none",
+    )
     run = TrainingRun(cfg, tmp_path)
     stored = device if where == "auto" else "cpu"
     try:
@@ -66,6 +75,7 @@ def test_envs_stay_on_the_cpu_the_policy_acts_on_the_device_batches_go_where_the
         assert collector.env.device == torch.device("cpu")  # MuJoCo/gym step on the host
         assert collector.policy_device.type == device
         assert collector.storing_device.type == stored
+        assert collector.policy is run.agent.policy  # the learner's own, not a copy
         assert {
             t.device.type for t in (*run.agent.policy.parameters(), *run.agent.policy.buffers())
         } == {device}
