@@ -85,7 +85,7 @@ def make_agent(env: EnvBase, cfg: DictConfig, device: torch.device) -> SACAgent:
             hard_update_every=cfg.target_update.hard_update_every,
         ),
         compiled_loss=compiled_loss,
-        policy=make_collector_policy(cfg, actor, action_spec),
+        policy=make_collector_policy(cfg, actor, action_spec.to(device)),
         policy_delay=int(cfg.loss.get("policy_delay", 1)),
     )
 
