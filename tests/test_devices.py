@@ -152,3 +152,19 @@ def test_checkpointed_rng_state_restores_the_cuda_generator(tmp_path):
     save_checkpoint({"frames": 0, "rng": state}, tmp_path / "gpu.pt")
     set_rng_state(load_checkpoint(tmp_path / "gpu.pt")["rng"])
     assert torch.equal(torch.rand(5, device="cuda"), expected)
+
+
+def test_checkpoint_rng_carries_the_cuda_generators_once_cuda_is_in_use(monkeypatch, tmp_path):
+    # Without a GPU, torch.cuda's generator functions are replaced by two recorded states: the
+    # checkpoint must save every CUDA generator once CUDA is in use and restore those this
+    # machine has (here one of the two). The GPU test above checks the real generators.
+    saved = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in saved])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.extend(states))
+    save_checkpoint({"frames": 0, "rng": get_rng_state()}, tmp_path / "gpu.pt")
+    set_rng_state(load_checkpoint(tmp_path / "gpu.pt")["rng"])
+    assert [s.tolist() for s in restored] == [[1, 2]]
