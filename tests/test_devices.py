@@ -9,11 +9,14 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
 from test_recipe import make_cfg
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import AdditiveGaussianModule
 
+from sac_tr.agent import make_agent
 from sac_tr.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from sac_tr.config import ConfigError, validate_config
 from sac_tr.data import buffer_device
+from sac_tr.envs import make_env
 from sac_tr.modules import make_deterministic_actor, make_gaussian_exploration
 from sac_tr.train import TrainingRun
 
@@ -118,17 +121,21 @@ def test_exploration_is_torchrls_additive_gaussian_projected_into_the_bounds(dev
 
 
 @needs_cuda
-def test_exploration_step_on_the_gpu_waits_for_nothing_on_the_host():
-    spec = action_spec().to("cuda")
-    actor = make_deterministic_actor(spec, OBS_DIM, hidden_sizes=HIDDEN).to("cuda")
-    policy = make_gaussian_exploration(actor, spec, sigma=0.5)
-    td = TensorDict(observation=torch.randn(1, OBS_DIM, device="cuda"), batch_size=[1])
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")  # any host read of a GPU value raises
-    try:
-        policy(td)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+@pytest.mark.parametrize("loss", ["sac_v1", "sac_v2", "td3"])
+def test_acting_policy_step_on_the_gpu_waits_for_nothing_on_the_host(loss):
+    # What the collector runs at every step: the actor (TD3's behind the exploration noise). On a
+    # GPU no part of it may read a value on the host or copy the action bounds over again.
+    env = make_env("Pendulum-v1")
+    policy = make_agent(env, make_cfg(f"loss={loss}"), torch.device("cuda")).policy
+    td = TensorDict(observation=torch.randn(1, 3, device="cuda"), batch_size=[1])
+    with set_exploration_type(ExplorationType.RANDOM):
+        policy(td.clone())  # first call outside the check: lazy initialisation is allowed
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")  # any host read of a GPU value raises
+        try:
+            policy(td.clone())
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
 
 
 # ----------------------------------------------------------------------------- RNG in checkpoints
