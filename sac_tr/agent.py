@@ -71,7 +71,9 @@ def make_agent(
     """
     mode = accelerate_mode or cfg.get("accelerate", "auto")
     obs_dim = observation_dim(env)
-    action_spec = env.action_spec.to("cpu")
+    # The bounds on the training device, as TorchRL's SAC builds its networks: the actor's
+    # distribution, TD3's noise clip and the exploration noise then read them where they run.
+    action_spec = env.action_spec.to(device)
     actor = make_actor_from_config(cfg, action_spec, obs_dim)
     loss = make_loss_from_config(cfg, actor, action_spec, obs_dim).to(device)
     actor = actor.to(device)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from sac_tr.accel import MODES as ACCELERATE_MODES
@@ -47,9 +48,27 @@ def _positive_float(problems: list[str], key: str, value: Any) -> None:
         problems.append(f"{key}={value!r}: must be a number > 0.")
 
 
-def _check_device(problems: list[str], device: Any) -> None:
+def _check_device(problems: list[str], device: Any, key: str = "device") -> None:
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
-        problems.append(f"device={device!r}: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+        problems.append(f"{key}={device!r}: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        problems.append(f"{key}={device}: CUDA is not available here; use {key}=auto or cpu.")
+    elif device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        problems.append(
+            f"{key}={device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}."
+        )
+
+
+def _check_buffer_device(problems: list[str], buffer: DictConfig) -> None:
+    """``buffer.device``: a device name; a disk buffer lives in host memory-mapped files."""
+    device = buffer.get("device", "auto")
+    _check_device(problems, device, "buffer.device")
+    if buffer.storage == "disk" and device not in ("auto", "cpu"):
+        problems.append(
+            f"buffer.device={device} with buffer.storage=disk: a disk buffer is memory-mapped host "
+            "memory; use buffer.device=auto (or cpu), or buffer.storage=memory."
+        )
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -144,6 +163,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"batch_size={cfg.batch_size} is larger than buffer.size={cfg.buffer.size}."
         )
     _check_device(problems, cfg.device)
+    _check_buffer_device(problems, cfg.buffer)
     if cfg.logger.backend not in BACKENDS:
         problems.append(f"logger.backend={cfg.logger.backend!r}: must be one of {BACKENDS}.")
     if cfg.logger.wandb_mode not in WANDB_MODES:

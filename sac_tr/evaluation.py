@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 
 import torch
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-__all__ = ["evaluate", "record_video"]
+__all__ = ["cuda_indices", "evaluate", "record_video"]
 
 
 @torch.no_grad()
@@ -36,13 +37,30 @@ def evaluate(
     mode = ExplorationType.RANDOM if stochastic else ExplorationType.DETERMINISTIC
     # Sampled actions draw from a forked generator: evaluating never shifts the training run's
     # random stream (an exact resume relies on it), and the same seed gives the same samples.
-    with torch.random.fork_rng(), set_exploration_type(mode):
+    # Only the generators the actor can draw from are forked (the CPU's and its GPUs'), never
+    # every visible GPU.
+    with torch.random.fork_rng(devices=cuda_indices(actor)), set_exploration_type(mode):
         if seed is not None:
             torch.manual_seed(seed)
         for i in range(episodes):
-            rollout = env.rollout(max_steps, actor, break_when_any_done=True)
+            rollout = _rollout(env, actor, max_steps)
             returns[i] = rollout["next", "reward"].sum()
     return returns
+
+
+def cuda_indices(module: torch.nn.Module) -> list[int]:
+    """The indices of the CUDA devices holding ``module``'s parameters or buffers (``[]`` on CPU)."""
+    tensors = (*module.parameters(), *module.buffers())
+    return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+
+
+def _rollout(env: EnvBase, actor: TensorDictModuleBase, max_steps: int) -> TensorDictBase:
+    """One episode of at most ``max_steps`` steps. The environment stays on its device (CPU) and
+    the actor on its own (the GPU when training there): when they differ, TorchRL moves each
+    observation to the actor's device and the action back (as TorchRL's own SAC evaluates)."""
+    first = next(iter(actor.parameters()), None)
+    cast = first is not None and first.device != env.device
+    return env.rollout(max_steps, actor, break_when_any_done=True, auto_cast_to_device=cast)
 
 
 @torch.no_grad()
@@ -58,7 +76,7 @@ def record_video(
     import imageio.v2 as imageio
 
     with set_exploration_type(ExplorationType.DETERMINISTIC):
-        rollout = env.rollout(max_steps, actor, break_when_any_done=True)
+        rollout = _rollout(env, actor, max_steps)
     frames = torch.cat([rollout["pixels"][:1], rollout["next", "pixels"]]).cpu().numpy()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     imageio.mimwrite(str(path), frames, fps=fps, macro_block_size=1)

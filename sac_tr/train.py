@@ -30,7 +30,7 @@ from sac_tr.checkpoint import (
     set_rng_state,
 )
 from sac_tr.config import ConfigError, validate_config
-from sac_tr.data import make_collector, make_replay_buffer
+from sac_tr.data import buffer_device, make_collector, make_replay_buffer
 from sac_tr.env_state import EnvStateError, capture_collector_state, restore_collector_state
 from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
@@ -195,7 +195,8 @@ class TrainingRun:
                 frames_per_batch=cfg.frames_per_batch,
                 total_frames=cfg.total_frames - frames,
                 init_random_frames=max(0, cfg.env.init_random_frames - frames),
-                device=self.device,
+                device=self.device,  # the policy acts there; the environments stay on the CPU
+                storing_device=buffer_device(cfg.buffer, self.device),  # where D lives
             )
             if frames < cfg.total_frames
             else None
@@ -265,7 +266,7 @@ class TrainingRun:
             try:
                 out = update(
                     self.agent,
-                    self.buffer.sample().to(self.device),
+                    self.buffer.sample().to(self.device, non_blocking=True),
                     skip_nonfinite=self.cfg.nan_guard,
                     step=c.updates,
                 )

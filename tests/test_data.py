@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import DEVICES
 
 from sac_tr import make_actor
 from sac_tr.data import make_collector
@@ -9,15 +10,17 @@ from sac_tr.env_state import EnvStateError, capture_collector_state
 from sac_tr.envs import make_env
 
 
-def test_collector_uses_the_current_policy_weights_without_synchronisation():
+@pytest.mark.parametrize("device", DEVICES)
+def test_collector_uses_the_current_policy_weights_without_synchronisation(device):
     torch.manual_seed(0)
-    actor = make_actor(make_env("Pendulum-v1").action_spec, 3, hidden_sizes=(16,))
+    actor = make_actor(make_env("Pendulum-v1").action_spec, 3, hidden_sizes=(16,)).to(device)
     collector = make_collector(
         lambda: make_env("Pendulum-v1", seed=0),
         actor,
         frames_per_batch=4,
         total_frames=8,
         init_random_frames=0,
+        device=device,  # the policy acts there; the environment steps on the CPU
     )
     batches = iter(collector)
     first = next(batches)
