@@ -151,15 +151,19 @@ def restore_gym_state(env: gym.Env, state: dict[str, Any]) -> None:
         setattr(base, name, value)
 
 
-def capture_collector_state(collector: Collector) -> dict[str, Any]:
-    """The collector's carried tensordict (current observation, step count, episode return)
-    and the state of every gymnasium environment it steps. Raises ``EnvStateError`` if an
-    environment cannot be reached."""
+def _check_in_process(collector: Any) -> None:
     if not isinstance(collector, Collector):
         raise EnvStateError(
             f"{type(collector).__name__} steps its environments in a worker process "
             "(collector.asynchronous=true); a resumed run starts new episodes."
         )
+
+
+def capture_collector_state(collector: Collector) -> dict[str, Any]:
+    """The collector's carried tensordict (current observation, step count, episode return)
+    and the state of every gymnasium environment it steps. Raises ``EnvStateError`` if an
+    environment cannot be reached."""
+    _check_in_process(collector)
     return {
         "carrier": collector._carrier.to_dict(),
         "envs": [capture_gym_state(g) for g in _gym_envs(collector.env)],
@@ -167,7 +171,9 @@ def capture_collector_state(collector: Collector) -> dict[str, Any]:
 
 
 def restore_collector_state(collector: Collector, state: dict[str, Any]) -> None:
-    """Put a freshly built collector back where ``capture_collector_state`` saw the old one."""
+    """Put a freshly built collector back where ``capture_collector_state`` saw the old one.
+    Raises ``EnvStateError`` if its environments cannot be reached."""
+    _check_in_process(collector)
     envs = _gym_envs(collector.env)
     if len(envs) != len(state["envs"]):
         raise EnvStateError(

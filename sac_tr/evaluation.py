@@ -10,6 +10,8 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from sac_tr.modes import eval_mode
+
 __all__ = ["evaluate", "record_video"]
 
 
@@ -28,7 +30,8 @@ def evaluate(
     Each episode runs until the environment terminates or truncates (its own time limit) or
     ``max_steps`` steps, whichever comes first. With ``seed``, the environment is reseeded first,
     so every evaluation of a run starts from the same initial states and successive evaluations
-    differ only by the policy. Returns a float tensor ``[episodes]``.
+    differ only by the policy. The actor runs in eval mode (each module back in its own mode
+    after). Returns a float tensor ``[episodes]``.
     """
     if seed is not None:
         env.set_seed(seed)
@@ -36,7 +39,7 @@ def evaluate(
     mode = ExplorationType.RANDOM if stochastic else ExplorationType.DETERMINISTIC
     # Sampled actions draw from a forked generator: evaluating never shifts the training run's
     # random stream (an exact resume relies on it), and the same seed gives the same samples.
-    with torch.random.fork_rng(), set_exploration_type(mode):
+    with torch.random.fork_rng(), set_exploration_type(mode), eval_mode(actor):
         if seed is not None:
             torch.manual_seed(seed)
         for i in range(episodes):
@@ -54,10 +57,10 @@ def record_video(
     fps: int = 30,
 ) -> float:
     """Roll out one deterministic episode on ``env`` (built with ``from_pixels=True``) and write
-    its frames to ``path`` as an mp4.  Returns the episode's return."""
+    its frames to ``path`` as an mp4, the actor in eval mode.  Returns the episode's return."""
     import imageio.v2 as imageio
 
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
+    with set_exploration_type(ExplorationType.DETERMINISTIC), eval_mode(actor):
         rollout = env.rollout(max_steps, actor, break_when_any_done=True)
     frames = torch.cat([rollout["pixels"][:1], rollout["next", "pixels"]]).cpu().numpy()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -123,6 +123,7 @@ class TrainingRun:
         self.eval_env = make_env(cfg.env.id, seed=cfg.seed + 10_000)
         self.video_env = None
         self.agent = make_agent(make_env(cfg.env.id, seed=cfg.seed), cfg, self.device)
+        print("\n".join(self.agent.notes))  # what each part was built with, once
         self.buffer = make_replay_buffer(cfg.buffer, cfg.batch_size, self.run_dir, self.device)
         self.counters = Counters()
         if resumed:
@@ -218,6 +219,7 @@ class TrainingRun:
             self.losses_sum = out if self.losses_sum is None else self.losses_sum + out
             self.losses_count += 1
             c.updates += 1
+        self.agent.act_mode()  # the collector acts next (eval mode unless act_in_train_mode)
 
     def log_losses(self) -> None:
         """Every ``log_every_updates`` updates: mean losses and diagnostics, speed (one host sync)."""
@@ -350,8 +352,12 @@ class TrainingRun:
             return None
 
     def _restore_collector(self, state: dict | None) -> None:
-        if self.collector is not None and state is not None and not self.cfg.collector.asynchronous:
+        if self.collector is None or state is None:
+            return
+        try:
             restore_collector_state(self.collector, state)
+        except EnvStateError:  # e.g. an asynchronous collector: the resumed run starts new episodes
+            pass
 
     def _restore(self, state: dict, path: Path) -> None:
         defaults = asdict(Counters())
