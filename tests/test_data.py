@@ -5,7 +5,7 @@ import torch
 
 from sac_tr import make_actor
 from sac_tr.data import make_collector
-from sac_tr.env_state import EnvStateError, capture_collector_state
+from sac_tr.env_state import EnvStateError, capture_collector_state, restore_collector_state
 from sac_tr.envs import make_env
 
 
@@ -68,5 +68,7 @@ def test_asynchronous_collector_acts_with_the_learners_current_weights():
         assert torch.get_num_threads() == threads  # the learner keeps its threads
         with pytest.raises(EnvStateError, match="worker process"):  # checkpoints skip its state
             capture_collector_state(collector)
+        with pytest.raises(EnvStateError, match="worker process"):  # a resume starts new episodes
+            restore_collector_state(collector, {"carrier": {}, "envs": []})
     finally:
         collector.shutdown()
