@@ -1,6 +1,7 @@
 """The SAC-v2 loss: twin soft Q-functions with Polyak-averaged targets, no value network, and a
 learned temperature (Haarnoja et al., "Soft Actor-Critic Algorithms and Applications",
-arXiv:1812.05905). ``../shared/SAC_NOTES.md`` ("SAC-v2") writes the equations out."""
+arXiv:1812.05905): the Q loss J_Q with the soft value of the target Q-networks (its section 4),
+the policy loss J_pi (section 4) and the temperature loss J(alpha) (section 5, eq. 18)."""
 
 from __future__ import annotations
 
