@@ -142,7 +142,8 @@ def part_offers(
             offers["log_std_bounds"] = (cfg.network.log_std_min, cfg.network.log_std_max)
         return offers
     lc = cfg.loss
-    offers = {k: lc[k] for k in lc if k not in _RECIPE_LOSS_KEYS}
+    config = OmegaConf.to_container(lc, resolve=True)  # plain lists and dicts, not OmegaConf's
+    offers = {k: v for k, v in config.items() if k not in _RECIPE_LOSS_KEYS}
     offers.update(action_spec=action_spec, value_network=value_network, discount=lc.gamma)
     half_range = _half_range(action_spec) if action_spec is not None else 1.0
     for key in ("policy_noise", "noise_clip"):  # relative in the config, action units in TD3Loss
@@ -178,8 +179,10 @@ def _build(cfg: DictConfig, group: str, *args: Any, notes: list[str] | None, **c
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, nn.Module) or isinstance(value, type):
-        return getattr(value, "__name__", type(value).__name__)
+    if isinstance(value, type):
+        return value.__name__
+    if isinstance(value, nn.Module):
+        return type(value).__name__
     if isinstance(value, TensorSpec):
         return f"{type(value).__name__}{tuple(value.shape)}"
     return repr(value)

@@ -36,6 +36,9 @@ class SACv1Loss(SACLossBase):
 
     The target value parameters live in ``target_value_network_params`` and are moved by
     ``torchrl.objectives.SoftUpdate`` (tau) or ``HardUpdate`` (every N steps), never by the loss.
+    V_psibar runs through the same module as V_psi, so in the mode it is in: train mode during
+    updates (a Dropout V draws masks for its target too; a BatchNorm V normalises V_psibar(s')
+    with the batch's statistics and updates the target copy's running statistics).
 
     Args:
         actor_network: a ``ProbabilisticActor`` with a ``TanhNormal`` head (see ``make_actor``).

@@ -30,7 +30,9 @@ class SACv2Loss(SACLossBase):
       authors' implementation of J(alpha) = E[-alpha (log pi + Hbar)] optimised over log alpha.
 
     ``Hbar`` is the target entropy, ``-dim(A)`` by default ("auto"). The target Q parameters
-    (``target_qvalue_network_params``) are moved by ``SoftUpdate``/``HardUpdate``.
+    (``target_qvalue_network_params``) are moved by ``SoftUpdate``/``HardUpdate``. They run
+    through the same module as the online Q-functions, so in its mode: train mode during updates
+    (a Dropout Q draws masks for its targets too, as DroQ does).
 
     Args:
         actor_network: a ``ProbabilisticActor`` with a ``TanhNormal`` head (see ``make_actor``).
