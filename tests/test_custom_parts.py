@@ -62,6 +62,9 @@ def test_each_example_trains_through_the_recipe(tmp_path, capsys, name):
     if name == "make_batchnorm_actor":  # running statistics: state that is not a parameter
         stats = [k for k in start if k.endswith("running_mean")]
         assert stats and all(not torch.equal(state[k], start[k]) for k in stats)
+    if name == "make_residual_value":  # the user's V, with its skip term, trained
+        skip = [k for k in start if k.startswith(NETWORKS[2]) and ".skip." in k]
+        assert skip and all(not torch.equal(state[k], start[k]) for k in skip)
     if name == "make_droq_qvalue":
         layer_norm = [k for k in start if k.startswith(NETWORKS[1]) and k.endswith("2.weight")]
         assert layer_norm and all(not torch.equal(state[k], start[k]) for k in layer_norm)
