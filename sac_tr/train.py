@@ -31,7 +31,12 @@ from sac_tr.checkpoint import (
 )
 from sac_tr.config import validate_config
 from sac_tr.data import make_collector, make_replay_buffer
-from sac_tr.env_state import EnvStateError, capture_collector_state, restore_collector_state
+from sac_tr.env_state import (
+    EnvStateError,
+    EnvUnreachableError,
+    capture_collector_state,
+    restore_collector_state,
+)
 from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
@@ -356,7 +361,7 @@ class TrainingRun:
             return
         try:
             restore_collector_state(self.collector, state)
-        except EnvStateError:  # e.g. an asynchronous collector: the resumed run starts new episodes
+        except EnvUnreachableError:  # environments in another process: new episodes there
             pass
 
     def _restore(self, state: dict, path: Path) -> None:
