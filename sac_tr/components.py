@@ -11,8 +11,9 @@ only forwards ``*args, **kwargs``; see ``sac_tr.signatures``), then the group's 
 * value:  ``fn(observation_dim, *, hidden_sizes, activation)`` (V(s), for the losses that take one)
 * loss:   ``cls(actor, qvalue, *, value_network, action_spec, discount, <every key of cfg.loss>)``
 
-A loss receives a value network (built by the ``value`` group) when its signature names
-``value_network``; every key of ``cfg.loss`` but ``name``/``target``/``kwargs`` it names
+A loss receives a value network (built by the ``value`` group) when its signature requires
+``value_network``, or names it and the config's ``loss.name`` is a loss with one (``sac_v1``,
+``sac_deterministic``); every key of ``cfg.loss`` but ``name``/``target``/``kwargs`` it names
 (``alpha``, ``reward_scale``, ``num_qvalue_nets``, ...); the discount ``cfg.loss.gamma`` as
 ``discount`` (and as ``gamma`` unless that is TorchRL's deprecated constructor argument), and in
 every case through TorchRL's ``loss.make_value_estimator(gamma=...)`` afterwards. ``policy_noise``
@@ -144,12 +145,20 @@ def part_offers(
     lc = cfg.loss
     config = OmegaConf.to_container(lc, resolve=True)  # plain lists and dicts, not OmegaConf's
     offers = {k: v for k, v in config.items() if k not in _RECIPE_LOSS_KEYS}
-    offers.update(action_spec=action_spec, value_network=value_network, discount=lc.gamma)
+    offers.update(action_spec=action_spec, discount=lc.gamma)
+    # A value network for a loss that requires one, or takes one and replaces a built-in loss
+    # that has one (loss=sac_v1 with loss.target=torchrl.objectives.SACLoss: V; loss=sac_v2: none).
+    accepted = accepted_arguments(part_builder(cfg, "loss"), PARTS["loss"])
+    builtin = LOSS_CLASSES.get(lc.name)
+    if "value_network" in accepted.required or (
+        builtin is not None and "value_network" in accepted_arguments(builtin, 2).names
+    ):
+        offers["value_network"] = value_network
     half_range = _half_range(action_spec) if action_spec is not None else 1.0
     for key in ("policy_noise", "noise_clip"):  # relative in the config, action units in TD3Loss
         if key in offers:
             offers[key] = offers[key] * half_range
-    owner = accepted_arguments(part_builder(cfg, "loss"), PARTS["loss"]).names.get("gamma")
+    owner = accepted.names.get("gamma")
     if owner is not None and not getattr(owner, "__module__", "").startswith("torchrl"):
         offers["gamma"] = lc.gamma  # TorchRL's losses refuse gamma= (make_value_estimator sets it)
     return offers

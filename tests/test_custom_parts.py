@@ -86,6 +86,15 @@ def test_a_forwarding_loss_receives_the_config_and_a_value_network():
     assert loss.discount == torch.tensor(cfg.loss.gamma)  # float32, as the loss stores it
 
 
+@pytest.mark.parametrize("loss_name, has_value", [("sac_v1", True), ("sac_v2", False)])
+def test_an_optional_value_network_follows_the_configs_loss(loss_name, has_value):
+    # TorchRL's SACLoss takes value_network=None: SAC-v1 (with V) when the config's loss has one.
+    cfg = make_cfg(f"loss={loss_name}", "loss.target=torchrl.objectives.SACLoss")
+    loss = make_agent(make_env("Pendulum-v1", seed=0), cfg, "cpu").loss
+    assert (getattr(loss, "value_network_params", None) is not None) == has_value
+    assert "loss_value" in loss.out_keys if has_value else "loss_value" not in loss.out_keys
+
+
 def needs_depth(observation_dim, action_dim, *, hidden_sizes, activation, depth):
     """A critic builder with a required argument the config does not supply."""
     raise AssertionError("never built: the config check stops the run first")
