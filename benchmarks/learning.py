@@ -35,6 +35,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sac_tr.run_dirs import last_eval_row
+
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
     # name: gymnasium id, frames, eval schedule, checkpoints to report, our overrides, SB3 kwargs,
@@ -206,7 +208,13 @@ def suite_report(out_dir: Path) -> None:
     print(f"suite in {out_dir}: deterministic eval return (10 episodes), mean over seeds [seeds]")
     for env in SUITE_ENVS:
         for loss in ("sac_v1", "sac_v2", "sb3"):
-            cells, times = [], []
+            cells, times, latest = [], [], []
+            for seed in (0, 1):
+                row = last_eval_row(out_dir / f"{env}_{loss}_seed{seed}" / "eval.csv")
+                if row:
+                    latest.append(
+                        f"s{seed} {int(float(row['frames'])) // 1000}k: {float(row['return_mean']):.0f}"
+                    )
             for frames in SUITE["report"]:
                 vals = []
                 for seed in (0, 1):
@@ -225,7 +233,12 @@ def suite_report(out_dir: Path) -> None:
                     else f"{'-':>8}"
                 )
             speed = ", ".join(f"{t / 60:.0f} min ({SUITE['frames'] / t:.0f} f/s)" for t in times)
-            print(f"{env:>12} {loss:>7} | " + " | ".join(cells) + (f" | {speed}" if speed else ""))
+            print(
+                f"{env:>12} {loss:>7} | "
+                + " | ".join(cells)
+                + (f" | {speed}" if speed else "")
+                + (f" | latest {', '.join(latest)}" if latest else "")
+            )
 
 
 def run_ours(name: str, preset: dict, seed: int, out_dir: Path, extra: list[str]) -> dict:
