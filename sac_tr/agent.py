@@ -22,10 +22,10 @@ from sac_tr.components import (
     make_loss_from_config,
 )
 from sac_tr.envs import observation_dim
-from sac_tr.faults import NonFiniteError, batch_statistics, first_nonfinite_loss
-from sac_tr.targets import make_target_updater
+from sac_tr.faults import NonFiniteError, batch_statistics, first_nonfinite_loss, loss_finite_flags
+from sac_tr.targets import BatchedSoftUpdate, make_target_updater
 
-__all__ = ["SACAgent", "make_agent", "make_optimizer", "update"]
+__all__ = ["SACAgent", "defers_fault_checks", "make_agent", "make_optimizer", "update"]
 
 
 @dataclass
@@ -42,6 +42,14 @@ class SACAgent:
     policy_delay: int = 1  # TD3: update the actor and the targets every this many steps
     # Which path each network takes ("Q": "accelerated" / "reference path (<reason>)", ...).
     paths: dict[str, str] = field(default_factory=dict)
+    # NaN/inf losses flagged on the device and read by read_faults() (see update()); on CUDA,
+    # where a read per update would make the host wait for the forward pass.
+    defer_fault_checks: bool = False
+    check_inputs: bool = True  # the loss checks each batch's keys, shapes and finiteness
+    # With defer_fault_checks: per loss_* entry, then any, the batches that were NaN/inf.
+    _fault_names: list[str] = field(default_factory=list, init=False, repr=False)
+    _fault_counts: torch.Tensor | None = field(default=None, init=False, repr=False)
+    last_finite: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.policy is None:
@@ -53,9 +61,38 @@ class SACAgent:
         if self.compiled_loss is None:
             return self.loss(batch)
         check = getattr(self.loss, "_check_inputs", None)  # TorchRL's TD3/DDPG losses have none
-        if check is not None:
+        if check is not None and self.check_inputs:
             check(batch)
         return self.compiled_loss(batch)
+
+    def skip_input_checks(self) -> None:
+        """Stop checking each batch in the loss (its finiteness test is a host read): for a
+        caller that screens every transition before storing it, as ``TrainingRun`` does."""
+        self.check_inputs = False
+        if hasattr(self.loss, "validate_inputs"):
+            self.loss.validate_inputs = False
+
+    def flag_faults(self, losses: TensorDictBase) -> torch.Tensor:
+        """Tally which ``loss_*`` entries of ``losses`` are NaN/inf, on the device; returns
+        ``found_inf``, 1. if any is (0. otherwise), as a 0-dim float32 tensor. No host read."""
+        names, finite = loss_finite_flags(losses)
+        any_bad = (~finite).any()
+        counts = torch.cat([~finite, any_bad.reshape(1)]).to(torch.int64)
+        if self._fault_counts is None or self._fault_names != names:
+            self._fault_names, self._fault_counts = names, torch.zeros_like(counts)
+        self._fault_counts += counts
+        self.last_finite = ~any_bad
+        return any_bad.to(torch.float32)
+
+    def read_faults(self) -> tuple[int, dict[str, int]]:
+        """With ``defer_fault_checks``: the number of batches skipped for a NaN/inf loss since the
+        last read, and how many times each loss was NaN/inf (one host read); resets both."""
+        if self._fault_counts is None:
+            return 0, {}
+        counts = self._fault_counts.tolist()
+        self._fault_counts.zero_()
+        named = {name: n for name, n in zip(self._fault_names, counts[:-1], strict=True) if n}
+        return counts[-1], named
 
 
 def make_agent(
@@ -89,10 +126,11 @@ def make_agent(
         # same run with or without compile (inductor's own RNG would not).
         torch._inductor.config.fallback_random = True
         compiled_loss = torch.compile(loss)
+    optimizer = make_optimizer(loss, cfg.optim)
     return SACAgent(
         actor=actor,
         loss=loss,
-        optimizer=make_optimizer(loss, cfg.optim),
+        optimizer=optimizer,
         target_updater=make_target_updater(
             loss,
             cfg.target_update.kind,
@@ -103,7 +141,15 @@ def make_agent(
         policy=policy,
         policy_delay=int(cfg.loss.get("policy_delay", 1)),
         paths=paths,
+        defer_fault_checks=defers_fault_checks(device, optimizer),
     )
+
+
+def defers_fault_checks(device: torch.device, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the update flags NaN/inf losses on the device instead of reading them per update:
+    on CUDA, with an optimizer that can skip its step on a device flag (``found_inf``, as
+    ``GradScaler`` uses it: fused Adam). On the CPU the read costs nothing."""
+    return device.type == "cuda" and getattr(optimizer, "_step_supports_amp_scaling", False)
 
 
 def make_optimizer(loss: LossModule, optim_cfg: DictConfig) -> torch.optim.Adam:
@@ -144,6 +190,11 @@ def update(
 
     A NaN/inf loss is caught before any parameter moves: ``NonFiniteError`` (naming the loss,
     with the batch's statistics), or, with ``skip_nonfinite``, no step and ``None`` returned.
+    With ``agent.defer_fault_checks`` (CUDA) nothing is read on the host: the flag stays on the
+    device, the optimizer skips its step on it (``found_inf``: parameters, moments and step
+    counts stay as they were), the soft target update takes weight 0, the losses are returned
+    whatever they are and ``agent.read_faults()`` tells later (``skip_nonfinite`` is then the
+    caller's to apply, as ``TrainingRun`` does at log time).
 
     ``step`` (the number of updates done before this one) times TD3's delayed policy updates:
     with ``agent.policy_delay = d``, the actor and the targets move on steps d-1, 2d-1, ...
@@ -151,7 +202,8 @@ def update(
     Returns the loss TensorDict detached (for logging).
     """
     out = agent.losses(batch)
-    bad = first_nonfinite_loss(out)  # one host read; nothing has changed yet
+    found_inf = agent.flag_faults(out) if agent.defer_fault_checks else None
+    bad = None if agent.defer_fault_checks else first_nonfinite_loss(out)  # one host read
     if bad is not None:
         if skip_nonfinite:
             return None
@@ -167,7 +219,15 @@ def update(
     )
     agent.optimizer.zero_grad(set_to_none=True)
     total.backward()
-    agent.optimizer.step()  # parameters without a gradient (the delayed actor) do not move
+    if found_inf is not None:
+        agent.optimizer.found_inf = found_inf  # fused Adam skips the whole step when it is 1.
+    try:
+        agent.optimizer.step()  # parameters without a gradient (the delayed actor) do not move
+    finally:
+        agent.optimizer.__dict__.pop("found_inf", None)
     if not delayed:
-        agent.target_updater.step()  # psibar <- tau psi + (1 - tau) psibar
+        if found_inf is not None and isinstance(agent.target_updater, BatchedSoftUpdate):
+            agent.target_updater.step(moved=1 - found_inf)  # weight 0 after a skipped step
+        else:  # (a hard copy after a skipped step copies the unchanged parameters)
+            agent.target_updater.step()  # psibar <- tau psi + (1 - tau) psibar
     return out.detach()
