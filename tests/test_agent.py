@@ -54,27 +54,46 @@ def test_update_moves_every_network_and_the_target(device, loss):
         assert keys and all(not torch.equal(before[k], after[k]) for k in keys), prefix
 
 
+def _learning_state(agent):
+    """The loss's parameters and targets and Adam's moments and step counts."""
+    state = {f"loss.{k}": v for k, v in agent.loss.state_dict().items()}
+    for i, group in enumerate(agent.optimizer.param_groups):
+        for j, p in enumerate(group["params"]):
+            state.update({f"adam.{i}.{j}.{k}": v for k, v in agent.optimizer.state[p].items()})
+    return state
+
+
 @pytest.mark.parametrize(
     "loss, keys",
     [
         ("sac_v1", ("loss_actor", "loss_qvalue", "loss_value")),
-        ("td3", ("loss_actor", "loss_qvalue")),  # TorchRL's TD3Loss: no _check_inputs to call
+        ("td3", ("loss_actor", "loss_qvalue")),  # TorchRL's TD3Loss; the delayed step included
     ],
 )
-def test_compiled_loss_gives_the_eager_numbers_and_still_checks_input(loss, keys):
+def test_compiled_update_gives_the_eager_numbers_and_still_checks_input(loss, keys):
+    """compile=true compiles the whole update (loss, backward, Adam, target update): a few
+    updates give the eager losses, parameters, targets and Adam state."""
     env = make_env("Pendulum-v1")
-    eager = make_agent(env, _cfg(f"loss={loss}"), torch.device("cpu"))
-    compiled = make_agent(env, _cfg(f"loss={loss}", "compile=true"), torch.device("cpu"))
+    tiny = ("network.hidden_sizes=[8]", f"loss={loss}")
+    eager = make_agent(env, _cfg(*tiny), torch.device("cpu"))
+    compiled = make_agent(env, _cfg(*tiny, "compile=true"), torch.device("cpu"))
+    assert compiled.compile_update and compiled.compiled_loss is None
     compiled.loss.load_state_dict(eager.loss.state_dict())
-    batch = _batch(env)
-    torch.manual_seed(1)
-    expected = eager.losses(batch.clone())
-    torch.manual_seed(1)
-    got = compiled.losses(batch.clone())
-    for key in keys:
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
+    for step in range(3):  # TD3 (policy_delay 2): delayed, full, delayed
+        batch = _batch(env, 16 + step)
+        outs = []
+        for agent in (eager, compiled):
+            torch.manual_seed(step)
+            outs.append(update(agent, batch.clone(), step=step))
+        for key in keys:
+            torch.testing.assert_close(outs[1][key], outs[0][key], rtol=1e-4, atol=1e-5)
+    want, got = _learning_state(eager), _learning_state(compiled)
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert compiled.read_faults() == (0, {})
     if loss == "sac_v1":
-        bad = batch.clone()
+        bad = _batch(env)
         bad["next", "reward"][0] = float("nan")
         with pytest.raises(ValueError, match="NaN or inf"):
-            compiled.losses(bad)
+            update(compiled, bad, step=3)
