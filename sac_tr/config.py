@@ -10,7 +10,14 @@ import torch
 from omegaconf import DictConfig
 
 from sac_tr.accel import MODES as ACCELERATE_MODES
-from sac_tr.components import ACTOR_OF_LOSS, import_object, resolve_actor_kind
+from sac_tr.components import (
+    ACTOR_OF_LOSS,
+    PARTS,
+    import_object,
+    part_builder,
+    part_problems,
+    resolve_actor_kind,
+)
 from sac_tr.envs import check_env_id
 from sac_tr.tracking import BACKENDS, WANDB_MODES
 
@@ -110,6 +117,7 @@ def validate_config(cfg: DictConfig) -> None:
         "optim.lr_qvalue",
         "optim.lr_value",
         "optim.lr_alpha",
+        "optim.lr_default",
     ):
         _positive_float(problems, key, cfg_get(cfg, key))
     _check_parts(problems, cfg)
@@ -139,7 +147,12 @@ def validate_config(cfg: DictConfig) -> None:
         _positive_int(problems, "loss.num_qvalue_nets", cfg.loss.num_qvalue_nets)
     if not (isinstance(cfg.loss.gamma, (int, float)) and 0 <= cfg.loss.gamma < 1):
         problems.append(f"loss.gamma={cfg.loss.gamma!r}: must be in [0, 1).")
-    for key in ("network.hidden_sizes", "actor.hidden_sizes", "critic.hidden_sizes"):
+    for key in (
+        "network.hidden_sizes",
+        "actor.hidden_sizes",
+        "critic.hidden_sizes",
+        "value.hidden_sizes",
+    ):
         hidden = cfg_get(cfg, key)
         if (
             not hasattr(hidden, "__len__")
@@ -197,6 +210,7 @@ def validate_config(cfg: DictConfig) -> None:
         "checkpoint.save_buffer",
         "collector.parallel",
         "collector.asynchronous",
+        "collector.act_in_train_mode",
         "progress",
     ):
         if not isinstance(cfg_get(cfg, key), bool):
@@ -218,14 +232,18 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def _check_parts(problems: list[str], cfg: DictConfig) -> None:
-    """Known loss and actor names, importable user classes, and a loss/actor pair that works."""
-    for group in ("loss", "actor", "critic"):
-        target = cfg[group].get("target")
+    """Known loss and actor names, importable user classes, a loss/actor pair that works, and
+    arguments every part's builder takes (no unknown ``kwargs``, no required one missing)."""
+    for group in PARTS:
+        target = cfg_get(cfg, group).get("target")
         if target:
             try:
                 import_object(target)
             except ImportError as err:
                 problems.append(f"{group}.target={target!r}: {err}")
+                continue
+        if part_builder(cfg, group) is not None:
+            problems.extend(part_problems(cfg, group))
     custom_loss, custom_actor = bool(cfg.loss.get("target")), bool(cfg.actor.get("target"))
     if not custom_loss and cfg.loss.name not in LOSSES:
         problems.append(

@@ -1,4 +1,5 @@
-"""Data builders: TorchRL's synchronous collector and a TensorDict replay buffer."""
+"""Data builders: TorchRL's collector (synchronous, or asynchronous on request) and a TensorDict
+replay buffer."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def make_collector(
     parallel: bool = False,
     asynchronous: bool = False,
 ) -> Collector | AsyncCollector:
-    """TorchRL's synchronous collector (``SyncDataCollector`` before TorchRL 0.12).
+    """TorchRL's synchronous collector (``SyncDataCollector`` before TorchRL 0.12), or with
+    ``asynchronous=True`` its ``AsyncCollector``.
 
     The first ``init_random_frames`` frames use uniformly random actions from the action spec
     (the paper's initial exploration); after that the stochastic policy acts. With

@@ -11,6 +11,8 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from sac_tr.modes import eval_mode
+
 __all__ = ["cuda_indices", "evaluate", "record_video"]
 
 
@@ -29,7 +31,8 @@ def evaluate(
     Each episode runs until the environment terminates or truncates (its own time limit) or
     ``max_steps`` steps, whichever comes first. With ``seed``, the environment is reseeded first,
     so every evaluation of a run starts from the same initial states and successive evaluations
-    differ only by the policy. Returns a float tensor ``[episodes]``.
+    differ only by the policy. The actor runs in eval mode (each module back in its own mode
+    after). Returns a float tensor ``[episodes]``.
     """
     if seed is not None:
         env.set_seed(seed)
@@ -39,7 +42,11 @@ def evaluate(
     # random stream (an exact resume relies on it), and the same seed gives the same samples.
     # Only the generators the actor can draw from are forked (the CPU's and its GPUs'), never
     # every visible GPU.
-    with torch.random.fork_rng(devices=cuda_indices(actor)), set_exploration_type(mode):
+    with (
+        torch.random.fork_rng(devices=cuda_indices(actor)),
+        set_exploration_type(mode),
+        eval_mode(actor),
+    ):
         if seed is not None:
             torch.manual_seed(seed)
         for i in range(episodes):
@@ -72,10 +79,10 @@ def record_video(
     fps: int = 30,
 ) -> float:
     """Roll out one deterministic episode on ``env`` (built with ``from_pixels=True``) and write
-    its frames to ``path`` as an mp4.  Returns the episode's return."""
+    its frames to ``path`` as an mp4, the actor in eval mode.  Returns the episode's return."""
     import imageio.v2 as imageio
 
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
+    with set_exploration_type(ExplorationType.DETERMINISTIC), eval_mode(actor):
         rollout = _rollout(env, actor, max_steps)
     frames = torch.cat([rollout["pixels"][:1], rollout["next", "pixels"]]).cpu().numpy()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,12 @@ from sac_tr.checkpoint import (
 )
 from sac_tr.config import ConfigError, validate_config
 from sac_tr.data import buffer_device, make_collector, make_replay_buffer
-from sac_tr.env_state import EnvStateError, capture_collector_state, restore_collector_state
+from sac_tr.env_state import (
+    EnvStateError,
+    EnvUnreachableError,
+    capture_collector_state,
+    restore_collector_state,
+)
 from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
@@ -176,6 +181,7 @@ class TrainingRun:
         self.eval_env = make_env(cfg.env.id, seed=cfg.seed + 10_000)
         self.video_env = None
         self.agent = make_agent(make_env(cfg.env.id, seed=cfg.seed), cfg, self.device)
+        print("\n".join(self.agent.notes))  # what each part was built with, once
         for network, path in self.agent.paths.items():
             print(f"{network}: {path}")
         self.buffer = make_replay_buffer(cfg.buffer, cfg.batch_size, self.run_dir, self.device)
@@ -283,6 +289,7 @@ class TrainingRun:
             self.losses_sum = out if self.losses_sum is None else self.losses_sum + out
             self.losses_count += 1
             c.updates += 1
+        self.agent.act_mode()  # the collector acts next (eval mode unless act_in_train_mode)
 
     def read_deferred_faults(self) -> None:
         """On CUDA the update flags NaN/inf losses on the device (no host read per update); here,
@@ -451,8 +458,12 @@ class TrainingRun:
             return None
 
     def _restore_collector(self, state: dict | None) -> None:
-        if self.collector is not None and state is not None and not self.cfg.collector.asynchronous:
+        if self.collector is None or state is None:
+            return
+        try:
             restore_collector_state(self.collector, state)
+        except EnvUnreachableError:  # environments in another process: new episodes there
+            pass
 
     def _restore(self, state: dict, path: Path) -> None:
         defaults = asdict(Counters())

@@ -6,7 +6,11 @@ from helpers import DEVICES
 
 from sac_tr import make_actor
 from sac_tr.data import make_collector
-from sac_tr.env_state import EnvStateError, capture_collector_state
+from sac_tr.env_state import (
+    EnvUnreachableError,
+    capture_collector_state,
+    restore_collector_state,
+)
 from sac_tr.envs import make_env
 
 
@@ -69,7 +73,9 @@ def test_asynchronous_collector_acts_with_the_learners_current_weights():
         assert torch.equal(first["action"], torch.zeros(5, 1))
         assert torch.equal(third["action"], torch.full((5, 1), 0.5))
         assert torch.get_num_threads() == threads  # the learner keeps its threads
-        with pytest.raises(EnvStateError, match="worker process"):  # checkpoints skip its state
+        with pytest.raises(EnvUnreachableError, match="worker process"):  # checkpoints skip it
             capture_collector_state(collector)
+        with pytest.raises(EnvUnreachableError, match="worker process"):  # new episodes on resume
+            restore_collector_state(collector, {"carrier": {}, "envs": []})
     finally:
         collector.shutdown()

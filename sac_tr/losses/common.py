@@ -20,7 +20,7 @@ from tensordict import TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule, ValueEstimators
-from torchrl.objectives.utils import _cache_values, _vmap_func, dispatch_value_estimator
+from torchrl.objectives.utils import _cache_values, _vmap_func
 from torchrl.objectives.value.functional import td0_return_estimate
 
 from sac_tr.faults import all_finite
@@ -181,28 +181,28 @@ class SACLossBase(LossModule):
         return next(iter(self.actor_network_params.values(True, True))).device
 
     # ------------------------------------------------------------------ TorchRL plumbing
-    def _estimator_value_network(self) -> TensorDictModule | None:
-        return None
-
     def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
-        """Set the discount: ``loss.make_value_estimator(gamma=0.99)``. Only TD(0) is the paper's."""
-        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
-        if value_type is None:
-            return self
-        dispatch_value_estimator(
-            self,
-            value_type,
-            supported=(ValueEstimators.TD0,),
-            tensor_keys={
-                "value": self.tensor_keys.value,
-                "reward": self.tensor_keys.reward,
-                "done": self.tensor_keys.done,
-                "terminated": self.tensor_keys.terminated,
-            },
-            value_network=self._estimator_value_network(),
-            **hp,
+        """Set the discount: ``loss.make_value_estimator(gamma=0.99)`` (TorchRL's call for it).
+
+        Only TD(0) is the paper's target, and the loss computes it itself (``_q_target``), so no
+        estimator object is built: the discount is kept as the buffer ``discount`` (not saved
+        in checkpoints: it comes from the config).
+        """
+        if value_type is not None and value_type is not ValueEstimators.TD0:
+            raise NotImplementedError(
+                f"{type(self).__name__} computes the paper's TD0 target itself; "
+                f"make_value_estimator takes gamma= only, got value_type={value_type!r}."
+            )
+        _, hp = self._prepare_value_estimator_kwargs(ValueEstimators.TD0, **hyperparams)
+        self.register_buffer(
+            "_discount", torch.tensor(float(hp["gamma"]), device=self._device), persistent=False
         )
         return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before the discount stopped being an estimator's buffer.
+        state_dict.pop(prefix + "_value_estimator.gamma", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _base_in_keys(self) -> list[NestedKey]:
         return [
@@ -234,8 +234,10 @@ class SACLossBase(LossModule):
 
     @property
     def discount(self) -> torch.Tensor:
-        """The discount gamma of the value estimator (``make_value_estimator(gamma=...)``)."""
-        return self.value_estimator.gamma
+        """The discount gamma (``make_value_estimator(gamma=...)``; TorchRL's default 0.99)."""
+        if "_discount" not in self._buffers:
+            self.make_value_estimator()
+        return self._discount
 
     # ------------------------------------------------------------------ shared computations
     def _check_inputs(self, td: TensorDictBase) -> None:

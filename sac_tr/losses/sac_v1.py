@@ -2,7 +2,9 @@
 
 Haarnoja, Zhou, Abbeel, Levine (2018), "Soft Actor-Critic: Off-Policy Maximum Entropy Deep
 Reinforcement Learning with a Stochastic Actor", arXiv:1801.01290. Equation numbers below are
-the paper's; ``../shared/SAC_NOTES.md`` writes them out.
+the paper's: eq. 5 (the value loss J_V), eqs. 7-8 (the Q loss J_Q and its target Qhat),
+eq. 12 (the policy loss J_pi, through the reparameterised action of eq. 11) and, in appendix C,
+eq. 21 (the log-likelihood of the tanh-squashed Gaussian).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class SACv1Loss(SACLossBase):
 
     The target value parameters live in ``target_value_network_params`` and are moved by
     ``torchrl.objectives.SoftUpdate`` (tau) or ``HardUpdate`` (every N steps), never by the loss.
+    V_psibar runs through the same module as V_psi, so in the mode it is in: train mode during
+    updates (a Dropout V draws masks for its target too; a BatchNorm V normalises V_psibar(s')
+    with the batch's statistics and updates the target copy's running statistics).
 
     Args:
         actor_network: a ``ProbabilisticActor`` with a ``TanhNormal`` head (see ``make_actor``).
@@ -74,9 +79,6 @@ class SACv1Loss(SACLossBase):
         self._register_qvalue(qvalue_network, create_target=False)
         self.register_buffer("alpha", torch.tensor(float(alpha), device=self._device))
         self.register_buffer("reward_scale", torch.tensor(float(reward_scale), device=self._device))
-
-    def _estimator_value_network(self) -> TensorDictModule:
-        return self.value_network
 
     def _set_in_keys(self) -> None:
         keys = [
