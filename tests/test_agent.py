@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from helpers import DEVICES
+from helpers import DEVICES, needs_cuda
 from hydra import compose, initialize_config_dir
 from test_recipe import FAST, ROOT
 
-from sac_tr.agent import make_agent, update
+from sac_tr.agent import CUDAGRAPH_WARMUP, make_agent, update
 from sac_tr.envs import make_env
 
 
@@ -65,6 +65,16 @@ def _learning_state(agent):
     return state
 
 
+def _assert_moved_alike(start, got, want):
+    """Every tensor moved from ``start`` as in ``want`` (movements compared, so that the
+    targets' small steps count; Adam's state starts at zero: its values are its movements)."""
+    assert got.keys() == want.keys()
+    assert any("target" in k for k in want) and any(k.endswith("exp_avg") for k in want)
+    for key in want:
+        moved = [state[key] - start[key] if key in start else state[key] for state in (got, want)]
+        torch.testing.assert_close(*moved, rtol=1e-3, atol=1e-7, msg=key)
+
+
 def test_compiled_update_moves_everything_as_eager_and_still_checks_input():
     """compile=true compiles the whole update (loss, backward, Adam, target update): over a few
     updates every parameter, target and Adam moment moves as in eager (the movements compared,
@@ -84,14 +94,30 @@ def test_compiled_update_moves_everything_as_eager_and_still_checks_input():
             outs.append(update(agent, batch.clone(), step=step))
         for key in ("loss_actor", "loss_qvalue", "loss_value"):
             torch.testing.assert_close(outs[1][key], outs[0][key], rtol=1e-4, atol=1e-6)
-    want, got = _learning_state(eager), _learning_state(compiled)
-    assert got.keys() == want.keys()
-    assert any("target" in k for k in want) and any(k.endswith("exp_avg") for k in want)
-    for key in want:  # Adam's state starts at zero: its values are its movements
-        moved = [state[key] - start[key] if key in start else state[key] for state in (got, want)]
-        torch.testing.assert_close(*moved, rtol=1e-3, atol=1e-7, msg=key)
+    _assert_moved_alike(start, _learning_state(compiled), _learning_state(eager))
     assert compiled.read_faults() == (0, {})
     bad = _batch(env)
     bad["next", "reward"][0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         update(compiled, bad, step=3)
+
+
+@needs_cuda
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_graphs_move_everything_as_eager(compile):
+    """cudagraphs=true: after the warm-up and the capture, replays move every parameter, target
+    and Adam moment as the eager update does."""
+    env, cuda = make_env("Pendulum-v1"), torch.device("cuda")
+    tiny = ("network.hidden_sizes=[8]", "loss=sac_v1")
+    eager = make_agent(env, _cfg(*tiny), cuda)
+    graphed = make_agent(
+        env, _cfg(*tiny, "cudagraphs=true", f"compile={str(compile).lower()}"), cuda
+    )
+    graphed.loss.load_state_dict(eager.loss.state_dict())
+    start = _learning_state(eager)
+    batch = _batch(env, 16).to(cuda)  # one shape: the captured graph reads fixed buffers
+    for step in range(CUDAGRAPH_WARMUP + 3):  # eager warm-up, the capture, then replays
+        for agent in (eager, graphed):
+            torch.manual_seed(step)
+            update(agent, batch.clone(), step=step)
+    _assert_moved_alike(start, _learning_state(graphed), _learning_state(eager))
