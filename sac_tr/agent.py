@@ -145,7 +145,7 @@ class SACAgent:
 
 
 def make_agent(
-    env: EnvBase, cfg: DictConfig, device: torch.device, accelerate_mode: str | None = None
+    env: EnvBase, cfg: DictConfig, device: torch.device | str, accelerate_mode: str | None = None
 ) -> SACAgent:
     """Build the agent for ``env`` from ``cfg.actor``, ``cfg.critic``, ``cfg.loss``
     (``sac_v1``, ``sac_v2``, ``sac_deterministic``, ``td3``, ``ddpg`` or a user's class),
@@ -156,6 +156,7 @@ def make_agent(
     ``off`` runs every network through its own module; ``agent.paths`` says which path each took.
     """
     mode = accelerate_mode or cfg.get("accelerate", "auto")
+    device = torch.device(device)  # a name ("cpu", "cuda:0") is fine too
     obs_dim = observation_dim(env)
     # The bounds on the training device, as TorchRL's SAC builds its networks: the actor's
     # distribution, TD3's noise clip and the exploration noise then read them where they run.
