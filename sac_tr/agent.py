@@ -339,6 +339,9 @@ def _learn(
     )
     agent.optimizer.zero_grad(set_to_none=True)
     total.backward()
+    if delayed:  # no gradient, not a zero one: a compiled backward gives every input a gradient,
+        for p in agent.loss.actor_network_params.values(True, True):  # and Adam would count a
+            p.grad = None  # zero gradient as a step of the actor (its bias correction then moves)
     if found_inf is not None:
         agent.optimizer.found_inf = found_inf  # fused Adam skips the whole step when it is 1.
     try:
