@@ -4,12 +4,15 @@ sac_tr's recipe against Stable-Baselines3 ``learn()``, on the same machine in th
     python benchmarks/bench_train.py                        # HalfCheetah-v5, 3,000 steps each, 2 threads
     python benchmarks/bench_train.py --frames 5000 --loss sac_v2 --threads 1
     python benchmarks/bench_train.py --device cuda --frames 20000 --learning-starts 1000
+    python benchmarks/bench_train.py --device cuda --frames 50000 --compile --cudagraphs --no-sb3
 
 Both start learning after ``--learning-starts`` random steps and then do one gradient step per
 environment step with batch 256 and 2 x 256 networks; neither evaluates or logs during the
 timed run. Each contender runs ``--reps`` times, alternating; the medians and their ratio are printed.
 ``--device cuda`` trains both on the GPU (environments on the CPU; ours keeps its replay buffer
-on the GPU unless ``--buffer-device cpu``; SB3 keeps its buffer in host memory). Eager only.
+on the GPU unless ``--buffer-device cpu``; SB3 keeps its buffer in host memory).
+``--compile`` / ``--cudagraphs`` (ours): the whole update through torch.compile / captured in CUDA
+graphs; the compilation and capture happen inside the timed run, so give enough ``--frames``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def run_ours(args) -> float:
         f"collector.asynchronous={str(args.asynchronous).lower()}",
         f"device={args.device}",
         f"buffer.device={args.buffer_device}",
+        f"compile={str(args.compile).lower()}",
+        f"cudagraphs={str(args.cudagraphs).lower()}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="sac_mujoco", overrides=overrides)
@@ -120,6 +125,12 @@ def main() -> None:
         default="auto",
         help="ours: where the replay buffer lives (auto = the training device, or cpu)",
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="ours: torch.compile the whole update"
+    )
+    parser.add_argument(
+        "--cudagraphs", action="store_true", help="ours: capture the update in CUDA graphs"
+    )
     parser.add_argument("--no-sb3", action="store_true", help="time ours only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -134,7 +145,8 @@ def main() -> None:
         f"2 x 256, device={args.device}{_gpu_name(args.device)}, "
         f"buffer.device={args.buffer_device}, threads={args.threads}, "
         f"reps={args.reps}, "
-        f"frames_per_batch={args.frames_per_batch}, ours asynchronous={args.asynchronous}"
+        f"frames_per_batch={args.frames_per_batch}, ours asynchronous={args.asynchronous}, "
+        f"compile={args.compile}, cudagraphs={args.cudagraphs}"
     )
     print(
         f"sac_tr {args.loss}: {statistics.median(ours):.1f} env steps/s  {[round(x, 1) for x in ours]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -9,7 +10,7 @@ import torch
 import torch._inductor.config
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModuleBase
+from tensordict.nn import CudaGraphModule, TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import TargetNetUpdater
@@ -21,11 +22,13 @@ from sac_tr.components import (
     make_loss_from_config,
 )
 from sac_tr.envs import observation_dim
-from sac_tr.faults import NonFiniteError, batch_statistics, first_nonfinite_loss
+from sac_tr.faults import NonFiniteError, batch_statistics, first_nonfinite_loss, loss_finite_flags
 from sac_tr.modes import ModeSwitch, loss_networks
-from sac_tr.targets import make_target_updater
+from sac_tr.targets import BatchedSoftUpdate, make_target_updater
 
-__all__ = ["SACAgent", "make_agent", "make_optimizer", "update"]
+__all__ = ["SACAgent", "defers_fault_checks", "make_agent", "make_optimizer", "update"]
+
+CUDAGRAPH_WARMUP = 5  # eager (then compiled) calls of an update before CUDA graph capture
 
 
 @dataclass
@@ -49,6 +52,20 @@ class SACAgent:
     paths: dict[str, str] = field(default_factory=dict)
     act_in_train_mode: bool = False  # the collector's policy acts in train mode (default: eval)
     notes: list[str] = field(default_factory=list)  # how each part was built, printed at start
+    # NaN/inf losses flagged on the device and read by read_faults() (see update()); on CUDA,
+    # where a read per update would make the host wait for the forward pass.
+    defer_fault_checks: bool = False
+    check_inputs: bool = True  # the loss checks each batch's keys, shapes and finiteness
+    # compile=true: the whole update (loss, backward, optimizer, target update) through
+    # torch.compile; cudagraphs=true: captured in a CUDA graph (both with defer_fault_checks).
+    compile_update: bool = False
+    cudagraphs: bool = False
+    _steps: dict = field(default_factory=dict, init=False, repr=False)  # delayed -> update fn
+    # With defer_fault_checks: per loss_* entry, then any, the batches that were NaN/inf.
+    _fault_names: list[str] = field(default_factory=list, init=False, repr=False)
+    _fault_counts: torch.Tensor | None = field(default=None, init=False, repr=False)
+    # 0-dim bool: the last update's losses were finite (defer_fault_checks)
+    last_finite: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.policy is None:
@@ -75,14 +92,60 @@ class SACAgent:
         (inputs are then checked here, eagerly, since the check reads values on the host)."""
         if self.compiled_loss is None:
             return self.loss(batch)
-        check = getattr(self.loss, "_check_inputs", None)  # TorchRL's TD3/DDPG losses have none
-        if check is not None:
-            check(batch)
+        self.check_batch(batch)
         return self.compiled_loss(batch)
+
+    def check_batch(self, batch: TensorDictBase) -> None:
+        """The loss's input check, run here (eagerly) when the loss does not run it itself
+        because its forward is compiled or captured."""
+        check = getattr(self.loss, "_check_inputs", None)  # TorchRL's TD3/DDPG losses have none
+        if check is not None and self.check_inputs and not getattr(self.loss, "validate_inputs", 1):
+            check(batch)
+
+    def deferred_update(self, delayed: bool) -> Callable[[TensorDictBase], TensorDictBase]:
+        """The update without host reads for a batch (``_deferred_update``), compiled and/or
+        captured as asked; one function per kind of step (TD3: with and without the actor)."""
+        step = self._steps.get(delayed)
+        if step is None:
+            step = functools.partial(_deferred_update, self, delayed)
+            if self.compile_update:
+                step = torch.compile(step)
+            if self.cudagraphs:  # as TorchRL's SAC example captures its update
+                step = CudaGraphModule(step, in_keys=[], out_keys=[], warmup=CUDAGRAPH_WARMUP)
+            self._steps[delayed] = step
+        return step
+
+    def skip_input_checks(self) -> None:
+        """Stop checking each batch in the loss (its finiteness test is a host read): for a
+        caller that screens every transition before storing it, as ``TrainingRun`` does."""
+        self.check_inputs = False
+        if hasattr(self.loss, "validate_inputs"):
+            self.loss.validate_inputs = False
+
+    def flag_faults(self, losses: TensorDictBase) -> torch.Tensor:
+        """Tally which ``loss_*`` entries of ``losses`` are NaN/inf, on the device; returns
+        ``found_inf``, 1. if any is (0. otherwise), as a 0-dim float32 tensor. No host read."""
+        names, finite = loss_finite_flags(losses)
+        any_bad = (~finite).any()
+        counts = torch.cat([~finite, any_bad.reshape(1)]).to(torch.int64)
+        if self._fault_counts is None or self._fault_names != names:
+            self._fault_names, self._fault_counts = names, torch.zeros_like(counts)
+        self._fault_counts += counts
+        return any_bad.to(torch.float32)
+
+    def read_faults(self) -> tuple[int, dict[str, int]]:
+        """With ``defer_fault_checks``: the number of batches skipped for a NaN/inf loss since the
+        last read, and how many times each loss was NaN/inf (one host read); resets both."""
+        if self._fault_counts is None:
+            return 0, {}
+        counts = self._fault_counts.tolist()
+        self._fault_counts.zero_()
+        named = {name: n for name, n in zip(self._fault_names, counts[:-1], strict=True) if n}
+        return counts[-1], named
 
 
 def make_agent(
-    env: EnvBase, cfg: DictConfig, device: torch.device, accelerate_mode: str | None = None
+    env: EnvBase, cfg: DictConfig, device: torch.device | str, accelerate_mode: str | None = None
 ) -> SACAgent:
     """Build the agent for ``env`` from ``cfg.actor``, ``cfg.critic``, ``cfg.loss``
     (``sac_v1``, ``sac_v2``, ``sac_deterministic``, ``td3``, ``ddpg`` or a user's class),
@@ -93,6 +156,7 @@ def make_agent(
     ``off`` runs every network through its own module; ``agent.paths`` says which path each took.
     """
     mode = accelerate_mode or cfg.get("accelerate", "auto")
+    device = torch.device(device)  # a name ("cpu", "cuda:0") is fine too
     obs_dim = observation_dim(env)
     # The bounds on the training device, as TorchRL's SAC builds its networks: the actor's
     # distribution, TD3's noise clip and the exploration noise then read them where they run.
@@ -105,18 +169,33 @@ def make_agent(
     policy, paths["policy"] = accelerate_policy(
         make_collector_policy(cfg, actor, action_spec.to(device)), mode
     )
+    optimizer = make_optimizer(loss, cfg.optim, notes)
+    skips_on_flag = getattr(optimizer, "_step_supports_amp_scaling", False)  # found_inf
+    cudagraphs = bool(cfg.get("cudagraphs", False))
+    if cudagraphs:
+        if device.type != "cuda" or not skips_on_flag:
+            raise ValueError(
+                f"cudagraphs=true needs the update on a CUDA device (it is on {device}) and an "
+                f"optimizer that skips its step on a device flag (fused Adam; this is "
+                f"{type(optimizer).__name__}): set device=cuda, or cudagraphs=false."
+            )
+        for group in optimizer.param_groups:
+            group["capturable"] = True  # the step's arithmetic on the device, as capture needs
     compiled_loss = None
-    if cfg.compile:
+    if cfg.compile or cudagraphs:
         if hasattr(loss, "validate_inputs"):
-            loss.validate_inputs = False  # checked eagerly by SACAgent.losses instead
+            loss.validate_inputs = False  # checked eagerly by SACAgent.check_batch instead
+    if cfg.compile:
         # Draw random numbers from torch's generator, as eager does: the same seed then gives the
         # same run with or without compile (inductor's own RNG would not).
         torch._inductor.config.fallback_random = True
-        compiled_loss = torch.compile(loss)
+        if not skips_on_flag:  # the check reads the losses between forward and step
+            compiled_loss = torch.compile(loss)
+    whole = bool(cfg.compile) and skips_on_flag
     return SACAgent(
         actor=actor,
         loss=loss,
-        optimizer=make_optimizer(loss, cfg.optim, notes),
+        optimizer=optimizer,
         target_updater=make_target_updater(
             loss,
             cfg.target_update.kind,
@@ -129,7 +208,17 @@ def make_agent(
         paths=paths,
         act_in_train_mode=bool(cfg.collector.get("act_in_train_mode", False)),
         notes=notes,
+        defer_fault_checks=defers_fault_checks(device, optimizer) or whole or cudagraphs,
+        compile_update=whole,
+        cudagraphs=cudagraphs,
     )
+
+
+def defers_fault_checks(device: torch.device, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the update flags NaN/inf losses on the device instead of reading them per update:
+    on CUDA, with an optimizer that can skip its step on a device flag (``found_inf``, as
+    ``GradScaler`` uses it: fused Adam). On the CPU the read costs nothing."""
+    return device.type == "cuda" and getattr(optimizer, "_step_supports_amp_scaling", False)
 
 
 def make_optimizer(
@@ -192,6 +281,12 @@ def update(
 
     A NaN/inf loss is caught before any parameter moves: ``NonFiniteError`` (naming the loss,
     with the batch's statistics), or, with ``skip_nonfinite``, no step and ``None`` returned.
+    With ``agent.defer_fault_checks`` (CUDA, ``compile``, ``cudagraphs``) nothing is read on the
+    host: the flag stays on the device, the optimizer skips its step on it (``found_inf``:
+    parameters, moments and step counts stay as they were), the soft target update takes
+    weight 0, the losses are returned whatever they are, ``agent.last_finite`` says whether
+    they were finite and ``agent.read_faults()`` tells later (``skip_nonfinite`` is then the
+    caller's to apply, as ``TrainingRun`` does at log time).
 
     ``step`` (the number of updates done before this one) times TD3's delayed policy updates:
     with ``agent.policy_delay = d``, the actor and the targets move on steps d-1, 2d-1, ...
@@ -201,6 +296,13 @@ def update(
     Returns the loss TensorDict detached (for logging).
     """
     agent.train_mode()
+    # TD3's delayed policy updates: the actor and the targets move every policy_delay steps.
+    delayed = agent.policy_delay > 1 and step % agent.policy_delay != agent.policy_delay - 1
+    if agent.defer_fault_checks:
+        agent.check_batch(batch)
+        out = agent.deferred_update(delayed)(batch)
+        agent.last_finite = out.get("finite")
+        return out.exclude("finite")
     out = agent.losses(batch)
     bad = first_nonfinite_loss(out)  # one host read; nothing has changed yet
     if bad is not None:
@@ -209,8 +311,27 @@ def update(
         raise NonFiniteError(
             f"{bad} is {float(out.get(bad)):.4g}. The batch:\n{batch_statistics(batch)}"
         )
-    # TD3's delayed policy updates: the actor and the targets move every policy_delay steps.
-    delayed = agent.policy_delay > 1 and step % agent.policy_delay != agent.policy_delay - 1
+    _learn(agent, out, delayed)
+    return out.detach()
+
+
+def _deferred_update(agent: SACAgent, delayed: bool, batch: TensorDictBase) -> TensorDictBase:
+    """``update`` without a host read: the losses, their NaN/inf flag (tallied on the device),
+    the step, skipped by the optimizer on the flag, and the target update, weight 0 then.
+    Returns the losses detached, with ``"finite"`` (0-dim bool)."""
+    out = agent.loss(batch)
+    found_inf = agent.flag_faults(out)
+    _learn(agent, out, delayed, found_inf)
+    out = out.detach()
+    out.set("finite", found_inf == 0)
+    return out
+
+
+def _learn(
+    agent: SACAgent, out: TensorDictBase, delayed: bool, found_inf: torch.Tensor | None = None
+) -> None:
+    """Backward through the losses of ``out``, the optimizer step (skipped when ``found_inf``
+    is 1.), the target update unless ``delayed``."""
     total = sum(
         value
         for key, value in out.items()
@@ -218,7 +339,17 @@ def update(
     )
     agent.optimizer.zero_grad(set_to_none=True)
     total.backward()
-    agent.optimizer.step()  # parameters without a gradient (the delayed actor) do not move
+    if delayed:  # no gradient, not a zero one: a compiled backward gives every input a gradient,
+        for p in agent.loss.actor_network_params.values(True, True):  # and Adam would count a
+            p.grad = None  # zero gradient as a step of the actor (its bias correction then moves)
+    if found_inf is not None:
+        agent.optimizer.found_inf = found_inf  # fused Adam skips the whole step when it is 1.
+    try:
+        agent.optimizer.step()  # parameters without a gradient (the delayed actor) do not move
+    finally:
+        agent.optimizer.__dict__.pop("found_inf", None)
     if not delayed:
-        agent.target_updater.step()  # psibar <- tau psi + (1 - tau) psibar
-    return out.detach()
+        if found_inf is not None and isinstance(agent.target_updater, BatchedSoftUpdate):
+            agent.target_updater.step(moved=1 - found_inf)  # weight 0 after a skipped step
+        else:  # (a hard copy after a skipped step copies the unchanged parameters)
+            agent.target_updater.step()  # psibar <- tau psi + (1 - tau) psibar

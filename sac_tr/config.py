@@ -67,6 +67,18 @@ def _check_device(problems: list[str], device: Any, key: str = "device") -> None
         )
 
 
+def _check_cudagraphs(problems: list[str], cfg: DictConfig) -> None:
+    """``cudagraphs=true`` captures the update in CUDA graphs: a GPU is needed."""
+    device = cfg.device
+    on_cpu = device in ("cpu", "mps") or (device == "auto" and not torch.cuda.is_available())
+    if cfg.get("cudagraphs", False) is True and on_cpu:
+        problems.append(
+            f"cudagraphs=true with device={device}: CUDA graphs capture the update on a GPU "
+            f"({'none here' if device == 'auto' else 'not the CPU'}); set device=cuda on a GPU "
+            "machine, or cudagraphs=false (compile=true also speeds up the CPU)."
+        )
+
+
 def _check_buffer_device(problems: list[str], buffer: DictConfig) -> None:
     """``buffer.device``: a device name; a disk buffer lives in host memory-mapped files."""
     device = buffer.get("device", "auto")
@@ -190,8 +202,10 @@ def validate_config(cfg: DictConfig) -> None:
             f"frames_per_batch={fpb} is not a multiple of collector.num_envs={n_envs} "
             f"(use frames_per_batch={n_envs * max(1, fpb // n_envs)})."
         )
+    _check_cudagraphs(problems, cfg)
     for key in (
         "compile",
+        "cudagraphs",
         "nan_guard",
         "checkpoint.save_buffer",
         "collector.parallel",

@@ -18,6 +18,7 @@ __all__ = [
     "all_finite",
     "batch_statistics",
     "first_nonfinite_loss",
+    "loss_finite_flags",
     "nonfinite_parameters",
     "nonfinite_rows",
 ]
@@ -52,10 +53,16 @@ def nonfinite_rows(batch: TensorDictBase, keys: Iterable[Any]) -> tuple[torch.Te
     return bad, culprits
 
 
+def loss_finite_flags(losses: TensorDictBase) -> tuple[list[str], torch.Tensor]:
+    """The names of the ``loss_*`` entries and a boolean tensor saying which are finite, on the
+    losses' device (no host read)."""
+    names = [k for k in losses.keys() if k.startswith("loss_")]
+    return names, torch.stack([losses.get(k).detach().reshape(()) for k in names]).isfinite()
+
+
 def first_nonfinite_loss(losses: TensorDictBase) -> str | None:
     """The name of the first ``loss_*`` entry that is NaN or inf, or ``None``. One host read."""
-    names = [k for k in losses.keys() if k.startswith("loss_")]
-    finite = torch.stack([losses.get(k).detach().reshape(()) for k in names]).isfinite()
+    names, finite = loss_finite_flags(losses)
     if bool(finite.all()):
         return None
     return names[int((~finite).nonzero()[0])]

@@ -23,7 +23,10 @@ class BatchedSoftUpdate(SoftUpdate):
     exist and their initial copy, is TorchRL's.
     """
 
-    def step(self) -> None:
+    def step(self, moved: torch.Tensor | None = None) -> None:
+        """``psibar <- psibar + tau (psi - psibar)``; with ``moved`` (a 0-dim 0./1. tensor on the
+        parameters' device, 0. when the optimizer skipped the step) the weight is ``tau * moved``,
+        so a skipped step leaves the targets as they were, with no host read."""
         if not self.initialized:
             raise RuntimeError("BatchedSoftUpdate must be initialized (init_()) before step().")
         pairs = self.__dict__.get("_batched_pairs")
@@ -34,7 +37,11 @@ class BatchedSoftUpdate(SoftUpdate):
                 [self._targets.get(("target_" + key[0], *key[1:])).data for key in keys],
             )
         sources, targets = pairs
-        torch._foreach_lerp_(targets, sources, 1 - self.eps)
+        if moved is None:
+            torch._foreach_lerp_(targets, sources, 1 - self.eps)
+        else:  # the scalar's float32 weight, times 1 or 0 (a kernel argument, no copy)
+            weight = moved * (1 - self.eps)
+            torch._foreach_lerp_(targets, sources, [weight] * len(targets))
 
 
 def make_target_updater(

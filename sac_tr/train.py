@@ -281,14 +281,45 @@ class TrainingRun:
             if out is None:  # nan_guard: the batch was skipped
                 c.skipped_updates += 1
                 continue
+            if self.agent.defer_fault_checks:
+                # Told at log time (read_deferred_faults); a skipped batch adds nothing here.
+                out = out.apply(lambda v: torch.where(self.agent.last_finite, v, 0.0))
+                if self.agent.check_inputs:  # the first batch was checked in full; store()
+                    self.agent.skip_input_checks()  # screens every transition that follows
             self.losses_sum = out if self.losses_sum is None else self.losses_sum + out
             self.losses_count += 1
             c.updates += 1
         self.agent.act_mode()  # the collector acts next (eval mode unless act_in_train_mode)
 
+    def read_deferred_faults(self) -> None:
+        """On CUDA the update flags NaN/inf losses on the device (no host read per update); here,
+        at log and save time, the flags are read: the bad batches moved nothing (the optimizer
+        skipped them). Without ``nan_guard`` the run stops, up to ``log_every_updates`` updates
+        after the fault; with it they are counted as skipped, as on the CPU."""
+        if not self.agent.defer_fault_checks:
+            return
+        skipped, losses = self.agent.read_faults()
+        if not skipped:
+            return
+        c = self.counters
+        c.updates -= skipped
+        self.losses_count -= skipped
+        if not self.cfg.nan_guard:
+            named = ", ".join(f"{name} on {n}" for name, n in losses.items())
+            self._stop_on_fault(
+                f"a non-finite loss in {skipped} of the updates up to update {c.updates + skipped}",
+                f"NaN/inf: {named} (batches). Those batches moved no parameter, moment or target; "
+                "on CUDA the flags are read every log_every_updates updates, at logging and "
+                "checkpoints, so the batches themselves are not shown.",
+            )
+        c.skipped_updates += skipped
+
     def log_losses(self) -> None:
         """Every ``log_every_updates`` updates: mean losses and diagnostics, speed (one host sync)."""
         if self.losses_count < self.cfg.log_every_updates:
+            return
+        self.read_deferred_faults()
+        if not self.losses_count:
             return
         means = self.losses_sum / self.losses_count
         # Scalars as they are; per-sample diagnostics (TorchRL's TD3/DDPG return some) averaged.
@@ -339,6 +370,7 @@ class TrainingRun:
         optimizer, counters, RNG states, the collector's environment state (for a resume in the
         middle of an episode), the W&B run id and, if asked, the replay buffer beside it; then
         delete all but the last ``checkpoint.keep``. Parameters holding NaN/inf are never saved."""
+        self.read_deferred_faults()
         bad = nonfinite_parameters(self.agent.loss)
         if bad:
             self._stop_on_fault(f"NaN/inf in the parameters {bad[:5]}", "", save=False)

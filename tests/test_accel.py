@@ -7,10 +7,11 @@ through its own module (autograd through the user's module), independent of both
 
 import pytest
 import torch
-from helpers import ACT_DIM, HIDDEN, OBS_DIM, action_spec, make_batch
+from helpers import ACT_DIM, HIDDEN, HIGH, LOW, OBS_DIM, action_spec, make_batch
 from tensordict import TensorDict
 from tensordict.nn import NormalParamExtractor
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torchrl.modules import MLP, ValueOperator
 
 from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
@@ -397,3 +398,44 @@ def test_the_recipe_reports_and_enforces_the_path(capsys, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     for network in ("Q", "V", "actor", "policy"):
         assert f"{network}: reference path (accelerate=off)" in lines
+
+
+class _Recorder(TorchFunctionMode):
+    """Every torch function called inside the block, with its tensor arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        self.calls.append((func, tensors))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("fast", ["policy", "sampler"])
+def test_the_action_bounds_are_placed_once_not_copied_on_every_call(fast):
+    """The actor's bounds come from the CPU spec; the fast policy and sampler use the same
+    placed tensors on every call and copy nothing per call (on a GPU a ``.to`` per call would be
+    a blocking host-to-device copy)."""
+    loss = build("v2")
+    accelerate(loss)
+    policy, _ = accelerate_policy(loss.actor_network)
+    td = make_batch(batch=5)
+    if fast == "policy":
+        plan, call = policy.plan, lambda: policy(td.select("observation").copy())
+    else:
+        sampler = loss.actor_sampler
+        plan, call = sampler.plan, lambda: sampler.sample(td, loss.actor_network_params)
+    assert plan.low is loss.actor_network.module[-1].distribution_kwargs["low"]  # the spec's
+    used = []
+    for _ in range(3):
+        with _Recorder() as recorder:
+            call()
+        assert [f for f, _ in recorder.calls if f in (torch.Tensor.to, torch.Tensor.copy_)] == []
+        used.append({id(t) for _, tensors in recorder.calls for t in tensors})
+    low, high = plan.bounds(torch.zeros(1, ACT_DIM))
+    assert all(id(low) in ids and id(high) in ids for ids in used)
+    torch.testing.assert_close(low, torch.full((ACT_DIM,), LOW))
+    torch.testing.assert_close(high, torch.full((ACT_DIM,), HIGH))

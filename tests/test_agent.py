@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from helpers import DEVICES
+from helpers import DEVICES, needs_cuda
 from hydra import compose, initialize_config_dir
 from test_recipe import FAST, ROOT
 
-from sac_tr.agent import make_agent, update
+from sac_tr.agent import CUDAGRAPH_WARMUP, make_agent, update
 from sac_tr.envs import make_env
 
 
@@ -54,27 +54,80 @@ def test_update_moves_every_network_and_the_target(device, loss):
         assert keys and all(not torch.equal(before[k], after[k]) for k in keys), prefix
 
 
+def _learning_state(agent):
+    """The loss's parameters and targets and Adam's moments and step counts, copied."""
+    state = {f"loss.{k}": v.clone() for k, v in agent.loss.state_dict().items()}
+    for i, group in enumerate(agent.optimizer.param_groups):
+        for j, p in enumerate(group["params"]):
+            state.update(
+                {f"adam.{i}.{j}.{k}": v.clone() for k, v in agent.optimizer.state[p].items()}
+            )
+    return state
+
+
+def _assert_moved_alike(start, got, want):
+    """Every tensor moved from ``start`` as in ``want`` (movements compared, so that the
+    targets' small steps count; Adam's state starts at zero: its values are its movements)."""
+    assert got.keys() == want.keys()
+    assert any("target" in k for k in want) and any(k.endswith("exp_avg") for k in want)
+    for key in want:
+        moved = [state[key] - start[key] if key in start else state[key] for state in (got, want)]
+        torch.testing.assert_close(*moved, rtol=1e-3, atol=1e-7, msg=key)
+
+
 @pytest.mark.parametrize(
     "loss, keys",
     [
         ("sac_v1", ("loss_actor", "loss_qvalue", "loss_value")),
-        ("td3", ("loss_actor", "loss_qvalue")),  # TorchRL's TD3Loss: no _check_inputs to call
+        # TorchRL's TD3Loss: a delayed step, then a full one, then a delayed one (the compiled
+        # backward gives the actor zero gradients on delayed steps; they must not be Adam steps)
+        ("td3", ("loss_actor", "loss_qvalue")),
     ],
 )
-def test_compiled_loss_gives_the_eager_numbers_and_still_checks_input(loss, keys):
+def test_compiled_update_moves_everything_as_eager_and_still_checks_input(loss, keys):
+    """compile=true compiles the whole update (loss, backward, Adam, target update): over a few
+    updates every parameter, target and Adam moment moves as in eager (the movements compared,
+    so that the targets' small steps count), and the input check still runs."""
     env = make_env("Pendulum-v1")
-    eager = make_agent(env, _cfg(f"loss={loss}"), torch.device("cpu"))
-    compiled = make_agent(env, _cfg(f"loss={loss}", "compile=true"), torch.device("cpu"))
+    tiny = ("network.hidden_sizes=[8]", f"loss={loss}")
+    eager = make_agent(env, _cfg(*tiny), torch.device("cpu"))
+    compiled = make_agent(env, _cfg(*tiny, "compile=true"), torch.device("cpu"))
+    assert compiled.compile_update and compiled.compiled_loss is None
     compiled.loss.load_state_dict(eager.loss.state_dict())
-    batch = _batch(env)
-    torch.manual_seed(1)
-    expected = eager.losses(batch.clone())
-    torch.manual_seed(1)
-    got = compiled.losses(batch.clone())
-    for key in keys:
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
-    if loss == "sac_v1":
-        bad = batch.clone()
+    start = _learning_state(eager)
+    for step in range(3):
+        batch = _batch(env, 16 + step)
+        outs = []
+        for agent in (eager, compiled):
+            torch.manual_seed(step)
+            outs.append(update(agent, batch.clone(), step=step))
+        for key in keys:
+            torch.testing.assert_close(outs[1][key], outs[0][key], rtol=1e-4, atol=1e-6)
+    _assert_moved_alike(start, _learning_state(compiled), _learning_state(eager))
+    assert compiled.read_faults() == (0, {})
+    if loss == "sac_v1":  # (TorchRL's TD3Loss checks no input)
+        bad = _batch(env)
         bad["next", "reward"][0] = float("nan")
         with pytest.raises(ValueError, match="NaN or inf"):
-            compiled.losses(bad)
+            update(compiled, bad, step=3)
+
+
+@needs_cuda
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_graphs_move_everything_as_eager(compile):
+    """cudagraphs=true: after the warm-up and the capture, replays move every parameter, target
+    and Adam moment as the eager update does."""
+    env, cuda = make_env("Pendulum-v1"), torch.device("cuda")
+    tiny = ("network.hidden_sizes=[8]", "loss=sac_v1")
+    eager = make_agent(env, _cfg(*tiny), cuda)
+    graphed = make_agent(
+        env, _cfg(*tiny, "cudagraphs=true", f"compile={str(compile).lower()}"), cuda
+    )
+    graphed.loss.load_state_dict(eager.loss.state_dict())
+    start = _learning_state(eager)
+    batch = _batch(env, 16).to(cuda)  # one shape: the captured graph reads fixed buffers
+    for step in range(CUDAGRAPH_WARMUP + 3):  # eager warm-up, the capture, then replays
+        for agent in (eager, graphed):
+            torch.manual_seed(step)
+            update(agent, batch.clone(), step=step)
+    _assert_moved_alike(start, _learning_state(graphed), _learning_state(eager))

@@ -47,6 +47,17 @@ def test_bad_buffer_device_is_named_before_anything_is_built(overrides, message)
         validate_config(make_cfg(*overrides))
 
 
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_cudagraphs_on_the_cpu_is_refused_naming_the_fix(device):
+    if device == "auto" and torch.cuda.is_available():
+        pytest.skip("device=auto is a GPU on this machine")
+    with pytest.raises(
+        ConfigError, match=rf"cudagraphs=true with device={device}: .*cudagraphs=false"
+    ):
+        validate_config(make_cfg("cudagraphs=true", f"device={device}"))
+    validate_config(make_cfg("cudagraphs=false", f"device={device}"))  # the fix it names
+
+
 def test_a_gpu_this_machine_lacks_is_named_before_anything_is_built():
     if torch.cuda.is_available():
         bad, message = f"cuda:{torch.cuda.device_count()}", "CUDA device\\(s\\), cuda:0 to"

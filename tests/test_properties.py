@@ -35,7 +35,14 @@ POSITIVE_INTS = [
 ]
 POSITIVE_FLOATS = ["utd_ratio", "optim.lr_actor", "optim.lr_qvalue", "optim.lr_value"]
 POSITIVE_FLOATS += ["optim.lr_alpha", "loss.reward_scale", "loss.alpha"]
-BOOLS = ["compile", "nan_guard", "checkpoint.save_buffer", "collector.parallel", "progress"]
+BOOLS = [
+    "compile",
+    "cudagraphs",
+    "nan_guard",
+    "checkpoint.save_buffer",
+    "collector.parallel",
+    "progress",
+]
 CHOICES = ["target_update.kind", "buffer.storage", "logger.backend", "network.activation"]
 
 not_a_positive_int = st.one_of(

@@ -198,7 +198,7 @@ def probe_sampler(loss, sampler, widths: dict) -> None:
         given = dist(td).log_prob(action.detach())
     # Only where tanh is well away from +-1: there inverting the action is exact enough to score
     # it (TanhNormal.log_prob inverts it; the sampler scores its pre-tanh value directly).
-    low, high = sampler.plan.low.to(action), sampler.plan.high.to(action)
+    low, high = sampler.plan.bounds(action)
     interior = ((2 * action - high - low) / (high - low)).abs().amax(-1) < 0.99
     _compare("log-density of a given action", [given[interior]], [log_prob[interior]])
 

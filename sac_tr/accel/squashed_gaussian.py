@@ -12,7 +12,7 @@ own saturating tanh and affine map, and the paper's stable log-density (eq. 21).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,20 @@ class SquashedGaussianPlan:
     head: nn.Module  # ClampedLogStdNormalParams or NormalParamExtractor (exact types)
     low: torch.Tensor
     high: torch.Tensor
+    # (device, dtype, action dim) -> (low, high) there: each copied once, reused on every call.
+    _bounds: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(low, high)``, one per action dimension (scalar bounds broadcast), on ``like``'s
+        device and dtype. Copied there at the first call on that device and reused after, so no
+        call copies them from the host, even for an actor whose bounds came from a CPU spec and
+        that acts on a GPU (moving the actor costs one copy at its next call)."""
+        key = (like.device, like.dtype, like.shape[-1])
+        cached = self._bounds.get(key)
+        if cached is None:
+            cached = tuple(b.to(like).expand(like.shape[-1:]) for b in (self.low, self.high))
+            self._bounds[key] = cached
+        return cached
 
     def loc_log_std(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The Gaussian's ``mu`` and ``log sigma`` from the MLP output, as the head computes them."""
@@ -154,8 +168,7 @@ def _sample_rows(
     sizes = [loc.shape[0]] if live_rows is None else [live_rows, loc.shape[0] - live_rows]
     draws = [torch.randn(n, loc.shape[1], dtype=loc.dtype, device=loc.device) for n in sizes]
     eps = draws[0] if len(draws) == 1 else torch.cat(draws)
-    # One bound per action dimension (scalar bounds broadcast): log h is summed over them.
-    low, high = (bound.to(loc).expand(loc.shape[-1:]) for bound in (plan.low, plan.high))
+    low, high = plan.bounds(loc)  # one per action dimension: log h is summed over them
     return _SquashedSample.apply(loc, log_std, eps, low, high)
 
 
@@ -225,6 +238,6 @@ class SquashedGaussianPolicy(TensorDictModuleBase):
         loc, scale = plan.loc_scale(out.reshape(*x.shape[:-1], -1))
         if kind == ExplorationType.RANDOM:
             loc = loc + scale * torch.randn_like(loc)
-        low, high = plan.low.to(loc), plan.high.to(loc)
+        low, high = plan.bounds(loc)
         tensordict.set(self.out_keys[0], (high + low) / 2 + (high - low) / 2 * safetanh_noeps(loc))
         return tensordict
