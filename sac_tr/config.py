@@ -167,8 +167,10 @@ def validate_config(cfg: DictConfig) -> None:
         if not isinstance(cfg_get(cfg, key), bool):
             problems.append(f"{key}={cfg_get(cfg, key)!r}: must be true or false.")
     _positive_int(problems, "checkpoint.keep", cfg.checkpoint.keep)
-    if cfg.threads is not None:
+    if cfg.threads not in ("auto", None):
         _positive_int(problems, "threads", cfg.threads)
+        if problems and problems[-1].startswith("threads="):
+            problems[-1] = problems[-1][:-1] + ", 'auto' or null."
     if cfg.resume is not None and not Path(str(cfg.resume)).exists():
         problems.append(
             f"resume={cfg.resume!r}: no such file or directory (give a checkpoint file or a run directory)."

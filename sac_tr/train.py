@@ -36,6 +36,7 @@ from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
 from sac_tr.signals import StopOnSignal
+from sac_tr.threads import ThreadGovernor
 from sac_tr.tracking import EvalCSV, log_metrics, log_video_file, make_logger
 
 __all__ = ["Counters", "TrainSummary", "TrainingRun", "resolve_device", "train"]
@@ -110,8 +111,7 @@ class TrainingRun:
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg = cfg
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        self.threads = ThreadGovernor(cfg.threads)  # auto: cores not busy with other processes
         self.device = resolve_device(cfg.device)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -228,6 +228,7 @@ class TrainingRun:
         metrics = {f"train/{k}": v.float().mean() for k, v in means.items()}
         metrics["charts/frames_per_second"] = self._frames_per_second()
         metrics["charts/updates"] = self.counters.updates
+        metrics["charts/threads"] = self.threads.threads
         metrics["charts/skipped_updates"] = self.counters.skipped_updates
         metrics["charts/skipped_transitions"] = self.counters.skipped_transitions
         log_metrics(self.logger, metrics, self.counters.frames)
@@ -295,11 +296,13 @@ class TrainingRun:
         return self.checkpoint_path
 
     def show_progress(self, new_frames: int) -> None:
+        self.threads.update()  # threads=auto: every few seconds, follow the cores left free
         self.progress.update(new_frames)
         self.progress.set_postfix(
             sps=f"{self._frames_per_second():.0f}",
             updates=self.counters.updates,
             eval=f"{self.last_eval:.1f}",
+            threads=self.threads.threads,
             refresh=False,
         )
 
