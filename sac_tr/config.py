@@ -6,10 +6,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from sac_tr.components import ACTOR_OF_LOSS, import_object, resolve_actor_kind
 from sac_tr.envs import check_env_id
+from sac_tr.schema import config_schema, default_config_dir, unknown_keys
 from sac_tr.tracking import BACKENDS, WANDB_MODES
 
 __all__ = ["ConfigError", "validate_config"]
@@ -47,13 +49,38 @@ def _positive_float(problems: list[str], key: str, value: Any) -> None:
 
 
 def _check_device(problems: list[str], device: Any) -> None:
+    """A known device name, and one this machine has (a CUDA device needs a CUDA build of torch
+    and a visible GPU)."""
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
         problems.append(f"device={device!r}: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        why = (
+            "this torch is a CPU-only build (install a CUDA build of torch)"
+            if torch.version.cuda is None
+            else "no CUDA GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+        )
+        problems.append(f"device={device}: CUDA is not available: {why}; or use device=cpu.")
+    elif device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        problems.append(
+            f"device={device}: this machine has {count} CUDA device(s) "
+            f"(cuda:0 to cuda:{count - 1}); use one of them or device=cuda."
+        )
+    elif device == "mps" and not torch.backends.mps.is_available():
+        problems.append("device=mps: MPS (Apple GPU) is not available here; use device=cpu.")
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Check every value the training run reads; raise one ``ConfigError`` listing all problems."""
+def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None) -> None:
+    """Check every value the training run reads, and that ``cfg`` holds no key the recipe does
+    not know (``+batchsize=512``); raise one ``ConfigError`` listing all problems.
+
+    ``config_dir``: (directory, primary config name) the schema is read from; by default the
+    running hydra app's, or this repository's ``configs/sac_mujoco.yaml``.
+    """
     problems: list[str] = []
+    source = config_dir or default_config_dir()
+    if source is not None:
+        problems += unknown_keys(cfg, config_schema(*source))
     try:
         check_env_id(cfg.env.id)
     except ValueError as err:
