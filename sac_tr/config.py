@@ -190,10 +190,13 @@ def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None)
         "collector.parallel",
         "collector.asynchronous",
         "progress",
+        "eval.video_effects",
     ):
         if not isinstance(cfg_get(cfg, key), bool):
             problems.append(f"{key}={cfg_get(cfg, key)!r}: must be true or false.")
     _positive_int(problems, "checkpoint.keep", cfg.checkpoint.keep)
+    if cfg.eval.video_size is not None:
+        _positive_int(problems, "eval.video_size", cfg.eval.video_size)
     if cfg.threads not in ("auto", None):
         _positive_int(problems, "threads", cfg.threads)
         if problems and problems[-1].startswith("threads="):

@@ -6,6 +6,7 @@ buffer, logger, counters) and does each step's bookkeeping in one small method.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -16,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sac_tr.agent import make_agent, update
 from sac_tr.checkpoint import (
@@ -74,6 +76,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+_CONSOLE_LOGGERS = [
+    logging.getLogger(),
+    logging.getLogger("torchrl"),
+]  # torchrl's does not propagate
+
+
 def _crossed(frames: int, new_frames: int, every: int) -> bool:
     """True when the frame counter passed a multiple of ``every`` in the last batch."""
     return frames // every > (frames - new_frames) // every
@@ -87,7 +95,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     """
     validate_config(cfg)  # fail on a typo before any environment or network is built
     run = TrainingRun(cfg, Path(run_dir))
-    with StopOnSignal() as stop:  # Ctrl-C / SIGTERM: finish this step, checkpoint, return
+    # Ctrl-C / SIGTERM: finish this step, checkpoint, return. Log lines (torchrl's INFO, the
+    # user's) are written above the progress bar instead of through it.
+    with StopOnSignal() as stop, logging_redirect_tqdm(loggers=_CONSOLE_LOGGERS):
         for batch in run.collector or ():
             new_frames = run.store(batch)  # a_t ~ pi(.|s_t), s_t+1 ~ p;  D <- D u {(s, a, r, s')}
             run.learn(new_frames)  # V_psi, pi_phi, Q_theta_i steps, then psibar <- tau psi + ...
@@ -235,7 +245,8 @@ class TrainingRun:
         self.losses_sum, self.losses_count = None, 0
 
     def evaluate(self) -> None:
-        """Evaluate the deterministic policy; append to eval.csv; record a video when due."""
+        """Evaluate the deterministic policy; append to eval.csv; record a video when due (every
+        ``eval.video_every`` evaluations from the first, and at the last frame)."""
         cfg, c = self.cfg, self.counters
         row = {}
         # The deterministic policy; with eval.stochastic, the same policy sampling its actions
@@ -261,9 +272,16 @@ class TrainingRun:
             **row,
         )
         log_metrics(self.logger, {f"eval/{k}": v for k, v in row.items()}, c.frames)
-        if cfg.eval.video_every and (c.evals - 1) % cfg.eval.video_every == 0:
+        final = c.frames >= cfg.total_frames  # always show the policy that learned
+        if cfg.eval.video_every and ((c.evals - 1) % cfg.eval.video_every == 0 or final):
             if self.video_env is None:
-                self.video_env = make_env(cfg.env.id, seed=cfg.seed + 20_000, from_pixels=True)
+                self.video_env = make_env(
+                    cfg.env.id,
+                    seed=cfg.seed + 20_000,
+                    from_pixels=True,
+                    render_size=cfg.eval.video_size,
+                    render_effects=cfg.eval.video_effects,
+                )
             video = self.run_dir / "videos" / f"eval_{c.frames:09d}.mp4"
             record_video(self.video_env, self.agent.actor, video, cfg.eval.max_steps)
             log_video_file(self.logger, "eval/video", video, c.frames)
