@@ -60,6 +60,8 @@ def config_schema(config_dir: str | Path, config_name: str) -> dict[str, Any]:
         for group in entry:
             name = group.replace("override ", "").replace("optional ", "").strip()
             name, _, package = name.partition("@")
+            if name.startswith("hydra/"):
+                continue  # hydra's own settings, not the recipe's
             group_keys: Any = {}
             for option in sorted((config_dir / name).glob("*.yaml")):
                 group_keys = _union(
