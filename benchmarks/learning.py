@@ -2,6 +2,16 @@
 
     python benchmarks/learning.py pendulum --seeds 0 1 2            # ours only
     python benchmarks/learning.py halfcheetah --seeds 0 1 --sb3     # with SB3 (pip install -e ".[bench]")
+    python benchmarks/learning.py suite --dir ~/sac_tr_suite        # the MuJoCo suite campaign
+    python benchmarks/learning.py suite --dir ~/sac_tr_suite --report   # its table so far
+    python benchmarks/learning.py suite --dir ~/sac_tr_suite --collect benchmarks/results/suite
+
+The suite (README, "Results"): sac_v1, sac_v2 and SB3 SAC (its defaults) on HalfCheetah, Hopper,
+Walker2d and Ant, seeds 0 and 1, 300k frames, evaluated every 10k frames. Runs go to
+``<dir>/<env>_<loss>_seed<s>`` (ours: ``+experiment=suite``; SB3: ``benchmarks/sb3_sac.py``), in the
+order sac_v1 seeds 0-1, SB3 seed 0, sac_v2 seed 0, then the rest, ``--jobs`` at once. Every run
+resumes: stopping the campaign (SIGTERM/SIGINT) checkpoints the runs under way, and the same
+command continues the unfinished runs and skips the finished ones.
 
 Every run is its own process with one torch thread; ``--jobs`` runs that many at once (default:
 the number of cores). Both libraries are evaluated the same way: every ``eval_every`` frames,
@@ -14,10 +24,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,6 +70,162 @@ PRESETS = {
         "target_each": None,
     },
 }
+
+
+SUITE_ENVS = {
+    "halfcheetah": "HalfCheetah-v5",
+    "hopper": "Hopper-v5",
+    "walker2d": "Walker2d-v5",
+    "ant": "Ant-v5",
+}
+SUITE = {"frames": 300_000, "eval_every": 10_000, "report": [100_000, 200_000, 300_000]}
+# (loss, seed) in the order the issue asks for: sac_v1 seeds 0 and 1, SB3 seed 0, sac_v2 seed 0.
+SUITE_ORDER = [("sac_v1", 0), ("sac_v1", 1), ("sb3", 0), ("sac_v2", 0), ("sb3", 1), ("sac_v2", 1)]
+
+
+def suite_jobs(out_dir: Path) -> list[tuple[str, list[str], Path]]:
+    """The campaign's runs in order: (name, command, run directory)."""
+    jobs = []
+    for loss, seed in SUITE_ORDER:
+        for env, env_id in SUITE_ENVS.items():
+            name = f"{env}_{loss}_seed{seed}"
+            if loss == "sb3":
+                cmd = [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "sb3_sac.py"),
+                    env_id,
+                    f"--seed={seed}",
+                    f"--frames={SUITE['frames']}",
+                    f"--eval-every={SUITE['eval_every']}",
+                    f"--dir={out_dir / name}",
+                ]
+            else:
+                cmd = [
+                    sys.executable,
+                    str(ROOT / "recipes" / "sac_mujoco.py"),
+                    "+experiment=suite",
+                    "hydra.mode=RUN",  # one run in this process; its directory as in the sweep
+                    f"hydra.run.dir={out_dir / name}",
+                    f"env={env}",
+                    f"loss={loss}",
+                    f"seed={seed}",
+                ]
+            jobs.append((name, cmd, out_dir / name))
+    return jobs
+
+
+def describe_sb3_run(run_dir: Path, env: str, env_id: str, seed: int) -> None:
+    """Give an SB3 run the ``.hydra`` files our runs have, so ``recipes/plot.py`` groups it by
+    task with ``loss=sb3`` as its variant."""
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    (hydra_dir / "config.yaml").write_text(
+        f"env:\n  name: {env}\n  id: {env_id}\nseed: {seed}\nloss:\n  name: sb3\n"
+    )
+    (hydra_dir / "overrides.yaml").write_text(
+        f"- +experiment=suite\n- env={env}\n- loss=sb3\n- seed={seed}\n"
+    )
+
+
+def run_suite(out_dir: Path, jobs: int) -> None:
+    """Run the campaign ``jobs`` at a time; on SIGTERM/SIGINT stop the runs under way (each
+    checkpoints) and start no new one. Each run's output goes to ``<dir>/logs/<name>.log``."""
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    queue = suite_jobs(out_dir)
+    lock, running, stopping = threading.Lock(), set(), threading.Event()
+
+    def stop(signum, frame):
+        stopping.set()
+        with lock:
+            for proc in running:
+                proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def work(job: tuple[str, list[str], Path]) -> None:
+        name, cmd, run_dir = job
+        if stopping.is_set():
+            return
+        if name.split("_")[1] == "sb3":
+            env, _, seed = name.split("_")
+            describe_sb3_run(run_dir, env, SUITE_ENVS[env], int(seed.removeprefix("seed")))
+        env_vars = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with (run_dir / ".lock").open("w") as lock_file:
+            try:  # a second campaign started on the same directory takes the next run instead
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            run_locked(name, cmd, env_vars)
+
+    def run_locked(name: str, cmd: list[str], env_vars: dict[str, str]) -> None:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+        with (out_dir / name / "commits.txt").open("a") as f:  # the code each segment ran
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {commit or 'unknown'}\n")
+        with (out_dir / "logs" / f"{name}.log").open("a") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+            log.flush()
+            with lock:
+                if stopping.is_set():
+                    return
+                proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env_vars, cwd=ROOT
+                )
+                running.add(proc)
+            code = proc.wait()
+            with lock:
+                running.discard(proc)
+        print(f"{time.strftime('%H:%M:%S')} {name}: exit {code}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(work, queue))
+
+
+def collect_suite(out_dir: Path, dest: Path) -> None:
+    """Copy each run's eval.csv, its ``.hydra`` config and the commits it ran on to ``dest``
+    (committed to the repository: the runs themselves live outside it)."""
+    import shutil
+
+    for _, _, run_dir in suite_jobs(out_dir):
+        if not (run_dir / "eval.csv").exists():
+            continue
+        target = dest / run_dir.name
+        (target / ".hydra").mkdir(parents=True, exist_ok=True)
+        for name in ("eval.csv", "commits.txt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
+            if (run_dir / name).exists():
+                shutil.copy(run_dir / name, target / name)
+    print(f"collected into {dest}")
+
+
+def suite_report(out_dir: Path) -> None:
+    """Print the suite's table so far: eval return at 100k/200k/300k per task and variant (mean
+    of the seeds present, each seed in brackets), wall time and frames per second per run."""
+    print(f"suite in {out_dir}: deterministic eval return (10 episodes), mean over seeds [seeds]")
+    for env in SUITE_ENVS:
+        for loss in ("sac_v1", "sac_v2", "sb3"):
+            cells, times = [], []
+            for frames in SUITE["report"]:
+                vals = []
+                for seed in (0, 1):
+                    path = out_dir / f"{env}_{loss}_seed{seed}" / "eval.csv"
+                    if not path.exists():
+                        continue
+                    with path.open() as f:
+                        rows = {int(float(r["frames"])): r for r in csv.DictReader(f)}
+                    if frames in rows:
+                        vals.append(float(rows[frames]["return_mean"]))
+                    if frames == SUITE["frames"] and frames in rows:
+                        times.append(float(rows[frames]["wall_time_s"]))
+                cells.append(
+                    f"{sum(vals) / len(vals):8.1f} [{', '.join(f'{v:.0f}' for v in vals)}]"
+                    if vals
+                    else f"{'-':>8}"
+                )
+            speed = ", ".join(f"{t / 60:.0f} min ({SUITE['frames'] / t:.0f} f/s)" for t in times)
+            print(f"{env:>12} {loss:>7} | " + " | ".join(cells) + (f" | {speed}" if speed else ""))
 
 
 def run_ours(name: str, preset: dict, seed: int, out_dir: Path, extra: list[str]) -> dict:
@@ -180,7 +349,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("env", choices=sorted(PRESETS))
+    parser.add_argument("env", choices=[*sorted(PRESETS), "suite"])
+    parser.add_argument("--dir", type=Path, default=None, help="suite: the campaign directory")
+    parser.add_argument("--report", action="store_true", help="suite: print the table so far")
+    parser.add_argument("--collect", type=Path, default=None, help="suite: copy results here")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 SAC")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -190,6 +362,14 @@ def main() -> None:
         "overrides", nargs="*", default=[], help="extra hydra overrides for our recipe"
     )
     args = parser.parse_intermixed_args()  # hydra overrides may follow the options
+    if args.env == "suite":
+        out_dir = (args.dir or ROOT / "multirun" / "suite").expanduser().resolve()
+        if args.collect:
+            collect_suite(out_dir, args.collect)
+        elif not args.report:
+            run_suite(out_dir, args.jobs)
+        suite_report(out_dir)
+        return
     if args.sb3_worker is not None:
         sb3_worker(args.env, args.sb3_worker, args.out)
         return

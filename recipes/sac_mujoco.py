@@ -4,6 +4,7 @@
     python recipes/sac_mujoco.py env=hopper seed=1              # another task, another seed
     python recipes/sac_mujoco.py env=pendulum total_frames=10000 eval.every_frames=2000
     python recipes/sac_mujoco.py resume=runs/hopper/<run>       # continue an interrupted run
+    python recipes/sac_mujoco.py resume=auto hydra.run.dir=D    # start in D, or continue D's run
 
 The training loop is ``sac_tr.train.train`` (one function, in the order of the paper's
 Algorithm 1); the pieces it composes are the builders in ``sac_tr/``.
@@ -19,7 +20,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from sac_tr.checkpoint import CheckpointError
 from sac_tr.config import ConfigError
+from sac_tr.run_dirs import remove_if_unused
+from sac_tr.signals import forward_signal
 from sac_tr.train import train
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering for eval videos
@@ -27,11 +31,22 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering for eval videos
 
 @hydra.main(config_path="../configs", config_name="sac_mujoco", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    output_dir = HydraConfig.get().runtime.output_dir
     try:
-        summary = train(cfg, HydraConfig.get().runtime.output_dir)
-    except ConfigError as err:
+        summary = train(cfg, output_dir)
+    except (ConfigError, CheckpointError) as err:
+        remove_if_unused(output_dir)  # nothing ran: leave no empty run directory behind
         print(f"sac_mujoco: {err}", file=sys.stderr)
         sys.exit(2)
+    if str(summary.run_dir) != str(output_dir):
+        remove_if_unused(output_dir)  # resumed in the original run directory
+    if summary.already_finished:
+        print(
+            f"Already finished: {summary.run_dir} holds a checkpoint at {summary.frames} frames "
+            f"(total_frames={cfg.total_frames}); last eval return {summary.last_eval_return:.1f}. "
+            "Raise total_frames to train further."
+        )
+        return
     if summary.interrupted_by:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
         command = " ".join(
@@ -41,6 +56,7 @@ def main(cfg: DictConfig) -> None:
             f"Stopped by {summary.interrupted_by} at {summary.frames} frames ({summary.updates} updates); "
             f"checkpoint saved to {summary.checkpoint}.\nResume with: {command}"
         )
+        forward_signal(summary.interrupted_by)  # under submitit: requeue (it may exit here)
         sys.exit(128 + int(getattr(signal, summary.interrupted_by)))
     print(
         f"Done: {summary.frames} frames, {summary.updates} updates, "

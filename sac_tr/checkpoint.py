@@ -19,6 +19,7 @@ import torch
 __all__ = [
     "CheckpointError",
     "buffer_dir",
+    "checkpoint_bytes",
     "checkpoint_path",
     "find_checkpoint",
     "get_rng_state",
@@ -41,6 +42,18 @@ def checkpoint_path(ckpt_dir: str | os.PathLike, frames: int) -> Path:
 def buffer_dir(checkpoint: str | os.PathLike) -> Path:
     """Where the replay buffer saved with ``checkpoint`` lives: ``step_<frames>.buffer/``."""
     return Path(checkpoint).with_suffix(".buffer")
+
+
+def checkpoint_bytes(checkpoint: str | os.PathLike) -> int:
+    """The size on disk of a checkpoint file plus the replay buffer saved beside it."""
+    checkpoint = Path(checkpoint)
+    buffer = buffer_dir(checkpoint)
+    files = (
+        [checkpoint, *(p for p in buffer.rglob("*") if p.is_file())]
+        if buffer.is_dir()
+        else [checkpoint]
+    )
+    return sum(p.stat().st_size for p in files)
 
 
 def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:

@@ -201,9 +201,9 @@ def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None)
         _positive_int(problems, "threads", cfg.threads)
         if problems and problems[-1].startswith("threads="):
             problems[-1] = problems[-1][:-1] + ", 'auto' or null."
-    if cfg.resume is not None and not Path(str(cfg.resume)).exists():
+    if cfg.resume not in (None, "auto") and not Path(str(cfg.resume)).exists():
         problems.append(
-            f"resume={cfg.resume!r}: no such file or directory (give a checkpoint file or a run directory)."
+            f"resume={cfg.resume!r}: no such file or directory (give a checkpoint file, a run directory, or auto)."
         )
     if problems:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))

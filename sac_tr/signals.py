@@ -1,4 +1,5 @@
-"""Stop a training run cleanly on SIGINT (Ctrl-C) or SIGTERM (a cluster's pre-emption)."""
+"""Stop a training run cleanly on SIGINT (Ctrl-C), SIGTERM (a cluster's pre-emption) or SIGUSR2
+(submitit's warning before a SLURM time limit), then hand the signal on to whoever was listening."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ import signal
 import threading
 from types import FrameType
 
-__all__ = ["StopOnSignal"]
+__all__ = ["StopOnSignal", "forward_signal"]
 
 
 class StopOnSignal:
     """Within ``with StopOnSignal() as stop:``, SIGINT and SIGTERM set ``stop.signum`` instead of
     killing the process, so the loop can finish its step, save, and exit. A second Ctrl-C while
     a stop is pending raises ``KeyboardInterrupt`` at once. Outside the main thread (where Python
-    cannot install handlers) it does nothing."""
+    cannot install handlers) it does nothing. SIGUSR2 is what submitit sends before a SLURM job's
+    time limit: the run checkpoints first, then ``forward_signal`` lets submitit requeue the job."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -39,3 +41,15 @@ class StopOnSignal:
     def __exit__(self, *exc_info) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def forward_signal(name: str) -> bool:
+    """After a run stopped on signal ``name`` has checkpointed, call the handler that was installed
+    before the run for it, if that is a Python function (submitit's on SLURM, which requeues the
+    job: the requeued job continues with ``resume=auto``). Returns whether one was called."""
+    signum = signal.Signals[name]
+    handler = signal.getsignal(signum)
+    if not callable(handler) or handler is signal.default_int_handler:
+        return False
+    handler(signum, None)
+    return True

@@ -73,7 +73,8 @@ def log_metrics(logger: Logger | None, metrics: Mapping[str, float], step: int) 
     """Log a dict of scalars at ``step`` (environment frames)."""
     if logger is None:
         return
-    for name, value in metrics.items():
+    # "frames" is logged with every row, so the run's summary holds the last frame count.
+    for name, value in {**metrics, "frames": step}.items():
         logger.log_scalar(name, float(value), step=step)
 
 

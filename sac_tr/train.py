@@ -22,8 +22,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from sac_tr.agent import make_agent, update
 from sac_tr.checkpoint import (
     buffer_dir,
+    checkpoint_bytes,
     checkpoint_path,
-    find_checkpoint,
     get_rng_state,
     load_checkpoint,
     rotate_checkpoints,
@@ -31,12 +31,19 @@ from sac_tr.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sac_tr.config import validate_config
+from sac_tr.config import ConfigError, validate_config
 from sac_tr.data import make_collector, make_replay_buffer
 from sac_tr.env_state import EnvStateError, capture_collector_state, restore_collector_state
 from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
+from sac_tr.run_dirs import (
+    checkpoint_frames,
+    config_differences,
+    last_eval_row,
+    resolve_resume,
+    trim_eval_csv,
+)
 from sac_tr.signals import StopOnSignal
 from sac_tr.threads import ThreadGovernor
 from sac_tr.tracking import EvalCSV, log_metrics, log_video_file, make_logger
@@ -55,6 +62,7 @@ class TrainSummary:
     checkpoint: Path
     frames_per_second: float
     interrupted_by: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped early
+    already_finished: bool = False  # resume found a checkpoint at total_frames: nothing to do
 
 
 @dataclass
@@ -67,6 +75,7 @@ class Counters:
     update_credit: float = 0.0  # fractional updates owed when utd_ratio is not an integer
     skipped_transitions: int = 0  # NaN/inf transitions dropped (nan_guard=true)
     skipped_updates: int = 0  # batches with a NaN/inf loss skipped (nan_guard=true)
+    wall_time_s: float = 0.0  # seconds of training so far, over every resumed segment
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,11 +99,22 @@ def _crossed(frames: int, new_frames: int, every: int) -> bool:
 def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     """Train SAC as configured; outputs (eval.csv, checkpoints, videos, logs) go to ``run_dir``.
 
-    With ``cfg.resume`` set, everything learned so far is restored from that checkpoint and the
-    counters continue where they stopped, in the original run directory.
+    With ``cfg.resume`` set (a checkpoint, a run directory, or ``auto``: the newest checkpoint in
+    ``run_dir`` if there is one), everything learned so far is restored and the counters continue
+    where they stopped, in the original run directory. A run whose checkpoint is already at
+    ``total_frames`` returns at once with ``already_finished=True``.
     """
     validate_config(cfg)  # fail on a typo before any environment or network is built
-    run = TrainingRun(cfg, Path(run_dir))
+    run_dir = Path(run_dir)
+    resumed = None
+    path = resolve_resume(cfg.resume, run_dir)
+    if path is not None:
+        run_dir = path.parent.parent  # the run continues in its own directory
+        resumed = (load_checkpoint(path), path)
+        check_same_config(resumed[0], cfg, path)
+        if checkpoint_frames(path) >= cfg.total_frames:
+            return finished_summary(resumed[0], run_dir, path)
+    run = TrainingRun(cfg, run_dir, resumed)
     # Ctrl-C / SIGTERM: finish this step, checkpoint, return. Log lines (torchrl's INFO, the
     # user's) are written above the progress bar instead of through it.
     with StopOnSignal() as stop, logging_redirect_tqdm(loggers=_CONSOLE_LOGGERS):
@@ -116,18 +136,51 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         return run.finish(interrupted_by=stop.name or None)
 
 
+def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
+    """Refuse to continue a run under another configuration: only ``total_frames`` (and
+    ``resume``) may change, anything else would splice two experiments into one curve."""
+    differing = config_differences(state["config"], cfg)
+    if differing:
+        saved = OmegaConf.create(state["config"])
+        lines = [
+            f"  {key}: saved {OmegaConf.select(saved, key)!r}, now {OmegaConf.select(cfg, key)!r}"
+            for key in differing[:20]
+        ]
+        raise ConfigError(
+            f"Cannot resume from {path}: the run was started with another configuration "
+            f"({len(differing)} key(s) differ; only total_frames may change):\n"
+            + "\n".join(lines)
+            + "\nRerun with the saved values, or give the new configuration its own run directory."
+        )
+
+
+def finished_summary(state: dict, run_dir: Path, path: Path) -> TrainSummary:
+    """What a run that already reached its frame budget reports, without building anything."""
+    row = last_eval_row(run_dir / "eval.csv")
+    return TrainSummary(
+        run_dir=run_dir,
+        frames=int(state["frames"]),
+        updates=int(state["updates"]),
+        last_eval_return=float(row["return_mean"]) if row else float("nan"),
+        checkpoint=path,
+        frames_per_second=float("nan"),
+        already_finished=True,
+    )
+
+
 class TrainingRun:
     """Everything one training run works on, built (and restored when resuming) from ``cfg``."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, resumed: tuple[dict, Path] | None = None
+    ) -> None:
         self.cfg = cfg
         self.threads = ThreadGovernor(cfg.threads)  # auto: cores not busy with other processes
         self.device = resolve_device(cfg.device)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        resumed = load_checkpoint(cfg.resume) if cfg.resume else None
-        self.run_dir = find_checkpoint(cfg.resume).parent.parent if resumed else run_dir
+        self.run_dir = run_dir
 
         # Environments, the agent (pi_phi, Q_theta_1,2, V_psi, V_psibar) and the replay buffer D.
         self.eval_env = make_env(cfg.env.id, seed=cfg.seed + 10_000)
@@ -135,8 +188,10 @@ class TrainingRun:
         self.agent = make_agent(make_env(cfg.env.id, seed=cfg.seed), cfg, self.device)
         self.buffer = make_replay_buffer(cfg.buffer, cfg.batch_size, self.run_dir, self.device)
         self.counters = Counters()
+        self.last_eval = float("nan")
+        self.saved_at: int | None = None
         if resumed:
-            self._restore(resumed, find_checkpoint(cfg.resume))
+            self._restore(*resumed)
         frames = self.counters.frames
         self.collector = (
             make_collector(
@@ -154,8 +209,8 @@ class TrainingRun:
             else None
         )
         if resumed:  # last, so that building the collector draws nothing from the saved RNG
-            self._restore_collector(resumed.get("collector"))
-            set_rng_state(resumed["rng"])
+            self._restore_collector(resumed[0].get("collector"))
+            set_rng_state(resumed[0]["rng"])
         self.logger = make_logger(
             cfg.logger.backend,
             self.run_dir,
@@ -163,16 +218,15 @@ class TrainingRun:
             project=cfg.logger.project,
             wandb_mode=cfg.logger.wandb_mode,
             config=OmegaConf.to_container(cfg, resolve=True),
-            run_id=(resumed or {}).get("wandb_id") or None,
+            run_id=resumed[0].get("wandb_id") or None if resumed else None,
         )
         stochastic = ("stochastic_return_mean", "stochastic_return_std")
         self.eval_csv = EvalCSV(self.run_dir, extra=stochastic if cfg.eval.stochastic else ())
-        self.last_eval = float("nan")
         self.losses_sum: TensorDictBase | None = None
         self.losses_count = 0
-        self.checkpoint_path: Path | None = None
-        self.saved_at: int | None = None
+        self.checkpoint_path: Path | None = resumed[1] if resumed else None
         self.start, self.start_frames = time.perf_counter(), frames
+        self.start_wall_time = self.counters.wall_time_s  # earlier segments of a resumed run
         self.progress = tqdm(
             total=cfg.total_frames,
             initial=frames,
@@ -268,7 +322,7 @@ class TrainingRun:
             frames=c.frames,
             updates=c.updates,
             episodes=cfg.eval.episodes,
-            wall_time_s=round(time.perf_counter() - self.start, 2),
+            wall_time_s=round(self._wall_time(), 2),
             **row,
         )
         log_metrics(self.logger, {f"eval/{k}": v for k, v in row.items()}, c.frames)
@@ -295,6 +349,8 @@ class TrainingRun:
         if bad:
             self._stop_on_fault(f"NaN/inf in the parameters {bad[:5]}", "", save=False)
         path = checkpoint_path(self.run_dir / "checkpoints", self.counters.frames)
+        self.counters.wall_time_s = self._wall_time()
+        started = time.perf_counter()
         if self.cfg.checkpoint.save_buffer:  # first: a checkpoint file implies its buffer is whole
             save_buffer(self.buffer, buffer_dir(path))
         state = {
@@ -309,6 +365,9 @@ class TrainingRun:
             "config": OmegaConf.to_yaml(self.cfg),
         }
         self.checkpoint_path = save_checkpoint(state, path)
+        cost = {"checkpoint/seconds": time.perf_counter() - started}
+        cost["checkpoint/megabytes"] = checkpoint_bytes(path) / 2**20  # with its buffer
+        log_metrics(self.logger, cost, self.counters.frames)
         rotate_checkpoints(path.parent, self.cfg.checkpoint.keep)
         self.saved_at = self.counters.frames
         return self.checkpoint_path
@@ -345,6 +404,10 @@ class TrainingRun:
         )
 
     # ------------------------------------------------------------------ helpers
+    def _wall_time(self) -> float:
+        """Seconds of training, this segment plus the earlier ones of a resumed run."""
+        return self.start_wall_time + time.perf_counter() - self.start
+
     def _frames_per_second(self) -> float:
         return (self.counters.frames - self.start_frames) / max(
             time.perf_counter() - self.start, 1e-9
@@ -383,3 +446,8 @@ class TrainingRun:
             self.agent.target_updater.counter = state["target_updater_counter"]
         if state.get("has_buffer"):
             self.buffer.loads(buffer_dir(path))
+        # Evaluations after this checkpoint (a run killed before its next one) are redone.
+        trim_eval_csv(self.run_dir / "eval.csv", self.counters.frames)
+        row = last_eval_row(self.run_dir / "eval.csv")
+        self.last_eval = float(row["return_mean"]) if row else float("nan")
+        self.saved_at = self.counters.frames  # this state is on disk already

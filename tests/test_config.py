@@ -45,8 +45,8 @@ def test_every_shipped_choice_and_a_users_kwargs_pass_the_key_check():
         ("loss=td3", "actor=deterministic", "+loss.kwargs.my_arg=3", "+actor.kwargs.width=7"),
         ("+experiment=fig2", "+fig2_variant=deterministic"),
         ("+experiment=fig3c", "+fig3c_target=hard_1000"),
-        ("+sweep=local",),
-        ("+sweep=slurm",),
+        *[(f"+{p.parent.name}={p.stem}",) for p in sorted(ROOT.glob("configs/experiment/*.yaml"))],
+        *[(f"+sweep={p.stem}",) for p in sorted(ROOT.glob("configs/sweep/*.yaml"))],
     ):
         assert unknown_keys(make_cfg(*overrides), schema) == [], overrides
 

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from sac_tr.checkpoint import CheckpointError, buffer_dir, find_checkpoint, load_checkpoint
 from sac_tr.config import ConfigError
-from sac_tr.train import train
+from sac_tr.train import TrainingRun, train
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [
@@ -83,9 +83,12 @@ def test_resume_continues_counters_and_parameters(tmp_path):
 def test_resume_restores_every_network_and_optimizer_state_exactly(tmp_path):
     # Resuming at the saved frame count trains nothing, so what it writes back must be exactly
     # what it loaded: every parameter, target, optimizer moment and counter.
-    saved = load_checkpoint(train(make_cfg("total_frames=200", "logger=none"), tmp_path).checkpoint)
-    again = train(make_cfg("total_frames=200", "logger=none", f"resume={tmp_path}"), "/unused")
-    state = load_checkpoint(again.checkpoint)
+    path = train(make_cfg("total_frames=200", "logger=none"), tmp_path).checkpoint
+    saved = load_checkpoint(path)
+    run = TrainingRun(make_cfg("total_frames=200", "logger=none"), tmp_path, (saved, path))
+    path.unlink()
+    state = load_checkpoint(run.save())  # written again from the restored run
+    run.finish()
     assert state["loss"].keys() == saved["loss"].keys()
     for key, value in saved["loss"].items():
         assert torch.equal(state["loss"][key], value), key
@@ -134,7 +137,7 @@ def test_recipe_command_line_rejects_bad_and_unknown_keys(tmp_path):
                 sys.executable,
                 str(ROOT / "recipes" / "sac_mujoco.py"),
                 *args,
-                f"hydra.run.dir={tmp_path}",
+                f"hydra.run.dir={tmp_path / 'run'}",
             ],
             capture_output=True,
             text=True,
@@ -256,7 +259,11 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     buffer.loads(buffer_dir(find_checkpoint(run_dir)))
     assert len(buffer) == state["frames"]  # every transition collected so far was kept
     resumed = train(
-        make_cfg(f"total_frames={state['frames'] + 50}", "logger=none", f"resume={run_dir}"),
+        make_cfg(
+            f"total_frames={state['frames'] + 50}",
+            *args[len(FAST) + 1 :],  # the same configuration: only total_frames may change
+            f"resume={run_dir}",
+        ),
         "/unused",
     )
     assert resumed.frames == state["frames"] + 50 and resumed.updates == state["updates"] + 50

@@ -97,7 +97,11 @@ def test_disk_buffer_survives_a_restart(tmp_path):
     saved = TensorDictReplayBuffer(storage=LazyTensorStorage(1_000_000))
     saved.loads(buffer_dir(first.checkpoint))
     # A new process: a fresh run object reopens the run directory and continues.
-    resumed = TrainingRun(make_cfg("pendulum", "total_frames=300", f"resume={tmp_path}"), tmp_path)
+    resumed = TrainingRun(
+        make_cfg("pendulum", "total_frames=300", f"resume={tmp_path}"),
+        tmp_path,
+        (load_checkpoint(first.checkpoint), first.checkpoint),
+    )
     assert len(resumed.buffer) == 200
     assert (resumed.buffer[:200] == saved[:200]).all()
     resumed.finish()

@@ -1,0 +1,150 @@
+"""resume=auto (start or continue a fixed run directory), refusing a changed configuration, and
+what a resumed or refused run leaves behind (issue 13 item 1, issue 14 item 4)."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sac_tr.checkpoint import list_checkpoints, load_checkpoint
+from sac_tr.config import ConfigError
+from sac_tr.run_dirs import checkpoint_frames, config_differences, remove_if_unused, trim_eval_csv
+from sac_tr.train import TrainingRun, train
+from tests.test_recipe import FAST, ROOT, make_cfg
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "eval.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_auto_starts_fresh_then_continues_then_skips_a_finished_run(tmp_path):
+    first = train(make_cfg("total_frames=200", "logger=none", "resume=auto"), tmp_path)
+    assert (first.frames, first.run_dir) == (200, tmp_path)
+    saved = load_checkpoint(first.checkpoint)
+    # The same command with a larger budget continues from the newest checkpoint.
+    more = train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
+    state = load_checkpoint(more.checkpoint)
+    assert (state["frames"], state["updates"]) == (300, saved["updates"] + 100)
+    assert [int(r["frames"]) for r in _rows(tmp_path)] == [100, 200, 300]
+    # Again with the same budget: nothing is built or trained, nothing is written.
+    mtime = more.checkpoint.stat().st_mtime_ns
+    again = train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
+    assert again.already_finished and again.frames == 300
+    assert again.last_eval_return == pytest.approx(float(_rows(tmp_path)[-1]["return_mean"]))
+    assert more.checkpoint.stat().st_mtime_ns == mtime
+    assert len(_rows(tmp_path)) == 3
+
+
+def test_a_changed_configuration_is_refused_naming_the_keys(tmp_path):
+    train(make_cfg("total_frames=100", "logger=none"), tmp_path)
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg("total_frames=200", "logger=none", "batch_size=16", "resume=auto"), tmp_path)
+    assert "batch_size: saved 32, now 16" in str(err.value)
+    assert "total_frames: saved" not in str(err.value)  # the budget may change
+    assert [checkpoint_frames(p) for p in list_checkpoints(tmp_path / "checkpoints")] == [100]
+
+
+def test_config_differences_by_hand():
+    saved = "a: 1\nb:\n  c: 2\n  d: x\ntotal_frames: 5\nresume: null\n"
+    from omegaconf import OmegaConf
+
+    new = OmegaConf.create({"a": 1, "b": {"c": 3}, "e": 1, "total_frames": 9, "resume": "auto"})
+    assert config_differences(saved, new) == ["b.c", "b.d", "e"]
+
+
+def test_resume_keeps_wall_time_last_eval_and_drops_evaluations_after_the_checkpoint(tmp_path):
+    cfg = ("logger=none", "checkpoint.every_frames=200")
+    train(make_cfg("total_frames=300", *cfg), tmp_path)  # checkpoints at 200 and 300
+    rows = _rows(tmp_path)
+    # A run killed after evaluating at 300 but before that checkpoint was written.
+    newest = list_checkpoints(tmp_path / "checkpoints")[-1]
+    newest.unlink()
+    path = list_checkpoints(tmp_path / "checkpoints")[-1]
+    state = load_checkpoint(path)
+    assert state["frames"] == 200 and state["wall_time_s"] > 0
+    run = TrainingRun(make_cfg("total_frames=300", *cfg, "resume=auto"), tmp_path, (state, path))
+    assert [int(r["frames"]) for r in _rows(tmp_path)] == [100, 200]  # 300 will be redone
+    assert run.last_eval == pytest.approx(float(rows[1]["return_mean"]))  # not nan
+    run.finish()
+    train(make_cfg("total_frames=300", *cfg, "resume=auto"), tmp_path)
+    times = [float(r["wall_time_s"]) for r in _rows(tmp_path)]
+    assert [int(r["frames"]) for r in _rows(tmp_path)] == [100, 200, 300]
+    assert times[2] > state["wall_time_s"] >= times[1]  # continues the clock, no restart at 0
+
+
+def test_trim_eval_csv_by_hand(tmp_path):
+    path = tmp_path / "eval.csv"
+    path.write_text("frames,return_mean\n100,1\n200,2\n300,3\n")
+    assert trim_eval_csv(path, 200) == 1
+    assert path.read_text().splitlines() == ["frames,return_mean", "100,1", "200,2"]
+
+
+def test_remove_if_unused_only_removes_what_hydra_wrote(tmp_path):
+    empty, used = tmp_path / "empty", tmp_path / "used"
+    for d in (empty, used):
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "config.yaml").write_text("a: 1\n")
+        (d / "sac_mujoco.log").write_text("")
+    (used / "eval.csv").write_text("frames\n")
+    assert remove_if_unused(empty) and not empty.exists()
+    assert not remove_if_unused(used) and (used / "eval.csv").exists()
+
+
+def _recipe(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "sac_mujoco.py"), *FAST, *overrides],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+
+
+def test_refused_and_resumed_runs_leave_no_empty_run_directory(tmp_path):
+    refused = _recipe("batch_size=0", f"hydra.run.dir={tmp_path / 'refused'}")
+    assert refused.returncode == 2 and "batch_size=0" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+    run = tmp_path / "run"
+    done = _recipe("total_frames=100", "logger=none", f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr
+    resumed = _recipe(
+        "total_frames=200", "logger=none", f"resume={run}", f"hydra.run.dir={tmp_path / 'new'}"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert not (tmp_path / "new").exists()  # continued in `run`, no empty directory beside it
+    assert [int(r["frames"]) for r in _rows(run)] == [100, 200]
+    finished = _recipe("total_frames=200", "logger=none", "resume=auto", f"hydra.run.dir={run}")
+    assert finished.returncode == 0 and "Already finished" in finished.stdout
+
+
+def test_wandb_summary_holds_the_final_frame_count(tmp_path, monkeypatch):
+    # W&B's summary shows the last value logged for each key: spy on every Run.log call.
+    import wandb
+
+    logged: list[dict] = []
+    original = wandb.sdk.wandb_run.Run.log
+
+    def spy(self, data, *args, **kwargs):
+        logged.append(dict(data))
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log", spy)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    train(make_cfg("total_frames=300", "logger=wandb", "eval.video_every=10"), tmp_path)
+    frames = [row["frames"] for row in logged if "frames" in row]
+    assert frames and frames[-1] == 300  # the only video was logged at frame 100
+
+
+def test_checkpoint_bytes_counts_the_file_and_its_buffer(tmp_path):
+    from sac_tr.checkpoint import buffer_dir, checkpoint_bytes, checkpoint_path
+
+    path = checkpoint_path(tmp_path, 100)
+    path.write_bytes(b"x" * 10)
+    assert checkpoint_bytes(path) == 10
+    (buffer_dir(path) / "storage").mkdir(parents=True)
+    (buffer_dir(path) / "storage" / "a.memmap").write_bytes(b"y" * 1000)
+    (buffer_dir(path) / "meta.json").write_bytes(b"z" * 5)
+    assert checkpoint_bytes(path) == 1015
