@@ -7,8 +7,9 @@ cores are used. ``ThreadGovernor.update()`` re-measures every few seconds from t
 so a run started beside another drops to one thread, and takes the cores back when it ends.
 
 Busy cores are read from ``/proc/stat`` (per-CPU jiffies of the CPUs in this process's
-affinity set) minus this process's own CPU time over the same window. Where ``/proc/stat`` is
-missing (not Linux), ``auto`` is torch's default.
+affinity set) minus this process's own CPU time over the same window; worker processes
+(``ParallelEnv``, ``AsyncCollector``) count as other processes, so the learner leaves them their
+cores. Where ``/proc/stat`` is missing (not Linux), ``auto`` is torch's default.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ class ThreadGovernor:
 
     @property
     def threads(self) -> int:
+        """torch's intra-op thread count now."""
         return torch.get_num_threads()
 
     def update(self) -> None:
