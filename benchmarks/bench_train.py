@@ -3,10 +3,13 @@ sac_tr's recipe against Stable-Baselines3 ``learn()``, on the same machine in th
 
     python benchmarks/bench_train.py                        # HalfCheetah-v5, 3,000 steps each, 2 threads
     python benchmarks/bench_train.py --frames 5000 --loss sac_v2 --threads 1
+    python benchmarks/bench_train.py --device cuda --frames 20000 --learning-starts 1000
 
 Both start learning after ``--learning-starts`` random steps and then do one gradient step per
 environment step with batch 256 and 2 x 256 networks; neither evaluates or logs during the
 timed run. Each contender runs ``--reps`` times, alternating; the medians and their ratio are printed.
+``--device cuda`` trains both on the GPU (environments on the CPU; ours keeps its replay buffer
+on the GPU unless ``--buffer-device cpu``; SB3 keeps its buffer in host memory). Eager only.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def run_ours(args) -> float:
         f"buffer.size={args.frames}",
         f"frames_per_batch={args.frames_per_batch}",
         f"collector.asynchronous={str(args.asynchronous).lower()}",
+        f"device={args.device}",
+        f"buffer.device={args.buffer_device}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="sac_mujoco", overrides=overrides)
@@ -66,7 +71,7 @@ def run_sb3(args) -> float | None:
         # the same blocks as ours: k environment steps, then k gradient steps (k = 1: interleaved)
         train_freq=(args.frames_per_batch, "step"),
         gradient_steps=args.frames_per_batch,
-        device="cpu",
+        device=args.device,
         seed=0,
         verbose=0,
     )
@@ -74,6 +79,13 @@ def run_sb3(args) -> float | None:
     start = time.perf_counter()
     model.learn(total_timesteps=args.frames)
     return args.frames / (time.perf_counter() - start)
+
+
+def _gpu_name(device: str) -> str:
+    """`` (<GPU model>)`` for a CUDA device, so that a printed figure names its GPU."""
+    if not device.startswith("cuda"):
+        return ""
+    return f" ({torch.cuda.get_device_name(torch.device(device))})"
 
 
 def main() -> None:
@@ -98,6 +110,16 @@ def main() -> None:
         action="store_true",
         help="ours: TorchRL's AsyncCollector (environment in a worker process)",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where both learners train: cpu, cuda or cuda:N (environments stay on the CPU)",
+    )
+    parser.add_argument(
+        "--buffer-device",
+        default="auto",
+        help="ours: where the replay buffer lives (auto = the training device, or cpu)",
+    )
     parser.add_argument("--no-sb3", action="store_true", help="time ours only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,7 +131,9 @@ def main() -> None:
             sb3.append(result)
     print(
         f"{args.env_id}, {args.frames} steps ({args.learning_starts} random), UTD 1, batch 256, "
-        f"2 x 256, threads={args.threads}, reps={args.reps}, "
+        f"2 x 256, device={args.device}{_gpu_name(args.device)}, "
+        f"buffer.device={args.buffer_device}, threads={args.threads}, "
+        f"reps={args.reps}, "
         f"frames_per_batch={args.frames_per_batch}, ours asynchronous={args.asynchronous}"
     )
     print(

@@ -3,6 +3,12 @@
     python benchmarks/bench_update.py                    # 2 threads, batch 256, 2 x 256, 17 -> 6
     python benchmarks/bench_update.py --threads 1 --batch-size 512 --hidden 400 300
 
+sac_tr runs its losses as the recipe does (``accelerate=auto``: the fast evaluators proven equal to
+the networks), and also on the reference path (``accelerate=off``: every network through its own
+module) and with networks hand-built from TorchRL's blocks (``MLP`` in a ``ValueOperator``, a
+``ProbabilisticActor`` with ``NormalParamExtractor`` and ``TanhNormal``), so that the worth of the
+acceleration layer is measured.
+
 Each contender performs the full update: loss, backward, optimizer step(s), target update, on the
 same random batches with the same network sizes. Repetitions are interleaved (A B C D E A B ...)
 so that machine noise hits everyone alike; warm-up is excluded. Prints the median and spread of
@@ -21,11 +27,16 @@ from collections.abc import Callable
 import torch
 import torch._inductor.config
 from tensordict import TensorDict
+from tensordict.nn import NormalParamExtractor
+from torch import nn
 from torchrl.data import Bounded
+from torchrl.modules import MLP, ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
 
 from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
+from sac_tr.accel import accelerate
 from sac_tr.losses import SACv2Loss
+from sac_tr.modules import tanh_normal_actor
 from sac_tr.targets import make_target_updater
 
 
@@ -82,20 +93,49 @@ def make_contenders(args, obs_dim: int, act_dim: int) -> dict[str, Callable[[Ten
         q = make_qvalue(obs_dim, act_dim, hidden_sizes=hidden)
         return (actor, q, make_value(obs_dim, hidden_sizes=hidden)) if value else (actor, q)
 
-    ours_v1 = SACv1Loss(*nets(True), reward_scale=5.0)
-    ours_v2 = SACv2Loss(*nets(False))
+    def hand_built(value: bool):
+        """The same networks assembled from TorchRL's blocks, as its tutorials do (ReLU, as
+        ``make_actor`` and the other contenders: TorchRL's MLP defaults to Tanh)."""
+        torch.manual_seed(0)
+        cells = {"num_cells": list(hidden), "activation_class": nn.ReLU}
+        trunk = MLP(in_features=obs_dim, out_features=2 * act_dim, **cells)
+        actor = tanh_normal_actor(nn.Sequential(trunk, NormalParamExtractor()), spec)
+        q = ValueOperator(
+            MLP(in_features=obs_dim + act_dim, out_features=1, **cells),
+            in_keys=["observation", "action"],
+        )
+        v = ValueOperator(MLP(in_features=obs_dim, out_features=1, **cells))
+        return (actor, q, v) if value else (actor, q)
+
+    def our_loss(value: bool, networks=nets, mode: str = "auto") -> SACv1Loss | SACv2Loss:
+        loss = (
+            SACv1Loss(*networks(True), reward_scale=5.0) if value else SACv2Loss(*networks(False))
+        )
+        paths = accelerate(loss, mode)
+        if mode == "auto" and set(paths.values()) != {"accelerated"}:
+            print(f"(note: not every network is accelerated: {paths})")
+        return loss
+
+    def ours(value: bool, networks=nets, mode: str = "auto") -> Callable[[TensorDict], None]:
+        loss = our_loss(value, networks, mode)
+        return tensordict_update(loss, make_target_updater(loss, tau=0.005))
+
     theirs_v1 = SACLoss(*nets(True), num_qvalue_nets=2)
     theirs_v2 = SACLoss(*nets(False), num_qvalue_nets=2)
     contenders = {
-        "sac_tr v1": tensordict_update(ours_v1, make_target_updater(ours_v1, tau=0.005)),
+        "sac_tr v1": ours(True),
+        "sac_tr v1 reference": ours(True, mode="off"),
+        "sac_tr v1 hand-built": ours(True, hand_built),
         "torchrl SACLoss v1": tensordict_update(theirs_v1, SoftUpdate(theirs_v1, tau=0.005)),
-        "sac_tr v2": tensordict_update(ours_v2, make_target_updater(ours_v2, tau=0.005)),
+        "sac_tr v2": ours(False),
+        "sac_tr v2 reference": ours(False, mode="off"),
+        "sac_tr v2 hand-built": ours(False, hand_built),
         "torchrl SACLoss v2": tensordict_update(theirs_v2, SoftUpdate(theirs_v2, tau=0.005)),
     }
     if args.compile:
         torch._inductor.config.fallback_random = True  # as sac_tr's compile=true does
         for name, value in (("sac_tr v1 compiled", True), ("sac_tr v2 compiled", False)):
-            loss = SACv1Loss(*nets(True), reward_scale=5.0) if value else SACv2Loss(*nets(False))
+            loss = our_loss(value)
             loss.validate_inputs = False
             contenders[name] = tensordict_update(
                 loss, make_target_updater(loss, tau=0.005), forward=torch.compile(loss)

@@ -143,19 +143,31 @@ def load_checkpoint(
 
 
 def get_rng_state() -> dict[str, Any]:
-    """The torch, numpy and Python random generators' states, as checkpointable tensors and lists."""
+    """The torch (CPU and, once this process has used CUDA, every CUDA device's), numpy and
+    Python random generators' states, as checkpointable tensors and lists.
+
+    On a GPU the policy's noise, the loss's samples and the replay buffer's indices come from
+    the CUDA generators, so an exact resume needs their states too."""
     np_state = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),
         "python": list(random.getstate()[1]),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what ``get_rng_state`` saved."""
+    """Restore what ``get_rng_state`` saved. A checkpoint written without CUDA states (on a CPU,
+    or by an older sac_tr) leaves the CUDA generators as they are; CUDA states are restored for
+    the devices both the checkpoint and this machine have."""
     torch.set_rng_state(state["torch"])
     keys = state["numpy_keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
     random.setstate((3, tuple(state["python"]), None))
+    cuda_states = state.get("cuda") or []
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])

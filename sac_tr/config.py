@@ -9,7 +9,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from sac_tr.components import ACTOR_OF_LOSS, import_object, resolve_actor_kind
+from sac_tr.accel import MODES as ACCELERATE_MODES
+from sac_tr.components import (
+    ACTOR_OF_LOSS,
+    PARTS,
+    import_object,
+    part_builder,
+    part_problems,
+    resolve_actor_kind,
+)
 from sac_tr.envs import check_env_id
 from sac_tr.schema import config_schema, default_config_dir, unknown_keys
 from sac_tr.tracking import BACKENDS, WANDB_MODES
@@ -48,26 +56,39 @@ def _positive_float(problems: list[str], key: str, value: Any) -> None:
         problems.append(f"{key}={value!r}: must be a number > 0.")
 
 
-def _check_device(problems: list[str], device: Any) -> None:
+def _check_device(problems: list[str], device: Any, key: str = "device") -> None:
     """A known device name, and one this machine has (a CUDA device needs a CUDA build of torch
     and a visible GPU)."""
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
-        problems.append(f"device={device!r}: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+        problems.append(f"{key}={device!r}: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
     elif device.startswith("cuda") and not torch.cuda.is_available():
         why = (
-            "this torch is a CPU-only build (install a CUDA build of torch)"
+            "this torch is a CPU-only build: install a CUDA build of torch to use a GPU"
             if torch.version.cuda is None
-            else "no CUDA GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+            else "no CUDA GPU is visible: check nvidia-smi and CUDA_VISIBLE_DEVICES"
         )
-        problems.append(f"device={device}: CUDA is not available: {why}; or use device=cpu.")
+        problems.append(
+            f"{key}={device}: CUDA is not available here; use {key}=auto or cpu ({why})."
+        )
     elif device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         count = torch.cuda.device_count()
         problems.append(
-            f"device={device}: this machine has {count} CUDA device(s) "
-            f"(cuda:0 to cuda:{count - 1}); use one of them or device=cuda."
+            f"{key}={device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
+            f"use one of them or {key}=cuda."
         )
     elif device == "mps" and not torch.backends.mps.is_available():
-        problems.append("device=mps: MPS (Apple GPU) is not available here; use device=cpu.")
+        problems.append(f"{key}=mps: MPS (Apple GPU) is not available here; use {key}=auto or cpu.")
+
+
+def _check_buffer_device(problems: list[str], buffer: DictConfig) -> None:
+    """``buffer.device``: a device name; a disk buffer lives in host memory-mapped files."""
+    device = buffer.get("device", "auto")
+    _check_device(problems, device, "buffer.device")
+    if buffer.storage == "disk" and device not in ("auto", "cpu"):
+        problems.append(
+            f"buffer.device={device} with buffer.storage=disk: a disk buffer is memory-mapped host "
+            "memory; use buffer.device=auto (or cpu), or buffer.storage=memory."
+        )
 
 
 def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None) -> None:
@@ -105,6 +126,7 @@ def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None)
         "optim.lr_qvalue",
         "optim.lr_value",
         "optim.lr_alpha",
+        "optim.lr_default",
     ):
         _positive_float(problems, key, cfg_get(cfg, key))
     _check_parts(problems, cfg)
@@ -134,7 +156,12 @@ def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None)
         _positive_int(problems, "loss.num_qvalue_nets", cfg.loss.num_qvalue_nets)
     if not (isinstance(cfg.loss.gamma, (int, float)) and 0 <= cfg.loss.gamma < 1):
         problems.append(f"loss.gamma={cfg.loss.gamma!r}: must be in [0, 1).")
-    for key in ("network.hidden_sizes", "actor.hidden_sizes", "critic.hidden_sizes"):
+    for key in (
+        "network.hidden_sizes",
+        "actor.hidden_sizes",
+        "critic.hidden_sizes",
+        "value.hidden_sizes",
+    ):
         hidden = cfg_get(cfg, key)
         if (
             not hasattr(hidden, "__len__")
@@ -170,6 +197,7 @@ def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None)
             f"batch_size={cfg.batch_size} is larger than buffer.size={cfg.buffer.size}."
         )
     _check_device(problems, cfg.device)
+    _check_buffer_device(problems, cfg.buffer)
     if cfg.logger.backend not in BACKENDS:
         problems.append(f"logger.backend={cfg.logger.backend!r}: must be one of {BACKENDS}.")
     if cfg.logger.wandb_mode not in WANDB_MODES:
@@ -189,6 +217,7 @@ def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None)
         "checkpoint.save_buffer",
         "collector.parallel",
         "collector.asynchronous",
+        "collector.act_in_train_mode",
         "progress",
         "eval.video_effects",
     ):
@@ -197,6 +226,11 @@ def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None)
     _positive_int(problems, "checkpoint.keep", cfg.checkpoint.keep)
     if cfg.eval.video_size is not None:
         _positive_int(problems, "eval.video_size", cfg.eval.video_size)
+    if cfg.get("accelerate", "auto") not in ACCELERATE_MODES:
+        problems.append(
+            f"accelerate={cfg.accelerate!r}: must be one of {', '.join(ACCELERATE_MODES)} "
+            "(auto: fast evaluators where proven equal; on: require them; off: none)."
+        )
     if cfg.threads not in ("auto", None):
         _positive_int(problems, "threads", cfg.threads)
         if problems and problems[-1].startswith("threads="):
@@ -210,14 +244,18 @@ def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None)
 
 
 def _check_parts(problems: list[str], cfg: DictConfig) -> None:
-    """Known loss and actor names, importable user classes, and a loss/actor pair that works."""
-    for group in ("loss", "actor", "critic"):
-        target = cfg[group].get("target")
+    """Known loss and actor names, importable user classes, a loss/actor pair that works, and
+    arguments every part's builder takes (no unknown ``kwargs``, no required one missing)."""
+    for group in PARTS:
+        target = cfg_get(cfg, group).get("target")
         if target:
             try:
                 import_object(target)
             except ImportError as err:
                 problems.append(f"{group}.target={target!r}: {err}")
+                continue
+        if part_builder(cfg, group) is not None:
+            problems.extend(part_problems(cfg, group))
     custom_loss, custom_actor = bool(cfg.loss.get("target")), bool(cfg.actor.get("target"))
     if not custom_loss and cfg.loss.name not in LOSSES:
         problems.append(

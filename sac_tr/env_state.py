@@ -9,8 +9,9 @@ reads back without unpickling code.
 Simulator state: MuJoCo environments through ``mujoco.mj_getState`` (the full integration state,
 warm start included, so the next step is bit-identical); other environments (classic control,
 toy text) through their plain attributes (numpy arrays, numbers, ``None``). An environment
-stepped in another process (``collector.parallel=true``) cannot be reached; ``capture`` raises
-``EnvStateError`` and the caller restarts the episode instead.
+stepped in another process (``collector.parallel=true`` or ``collector.asynchronous=true``)
+cannot be reached; capturing or restoring it raises ``EnvUnreachableError`` and the caller
+starts new episodes instead.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torchrl.envs import EnvBase, ParallelEnv, SerialEnv, TransformedEnv
 
 __all__ = [
     "EnvStateError",
+    "EnvUnreachableError",
     "capture_collector_state",
     "capture_gym_state",
     "restore_collector_state",
@@ -39,12 +41,17 @@ class EnvStateError(RuntimeError):
     """The environment's state cannot be captured or restored (the message says why)."""
 
 
+class EnvUnreachableError(EnvStateError):
+    """The environments are stepped in another process: their state is not reachable from here,
+    and a resumed run starts new episodes (other ``EnvStateError``s are mistakes to report)."""
+
+
 def _gym_envs(env: EnvBase) -> list[gym.Env]:
     """The gymnasium environments under a TorchRL environment (one, or one per SerialEnv slot)."""
     if isinstance(env, TransformedEnv):
         return _gym_envs(env.base_env)
     if isinstance(env, ParallelEnv):
-        raise EnvStateError(
+        raise EnvUnreachableError(
             "environments stepped in worker processes (collector.parallel=true) cannot be "
             "captured; a resumed run starts new episodes there."
         )
@@ -151,15 +158,19 @@ def restore_gym_state(env: gym.Env, state: dict[str, Any]) -> None:
         setattr(base, name, value)
 
 
+def _check_in_process(collector: Any) -> None:
+    if not isinstance(collector, Collector):
+        raise EnvUnreachableError(
+            f"{type(collector).__name__} steps its environments in a worker process "
+            "(collector.asynchronous=true); a resumed run starts new episodes."
+        )
+
+
 def capture_collector_state(collector: Collector) -> dict[str, Any]:
     """The collector's carried tensordict (current observation, step count, episode return)
     and the state of every gymnasium environment it steps. Raises ``EnvStateError`` if an
     environment cannot be reached."""
-    if not isinstance(collector, Collector):
-        raise EnvStateError(
-            f"{type(collector).__name__} steps its environments in a worker process "
-            "(collector.asynchronous=true); a resumed run starts new episodes."
-        )
+    _check_in_process(collector)
     return {
         "carrier": collector._carrier.to_dict(),
         "envs": [capture_gym_state(g) for g in _gym_envs(collector.env)],
@@ -167,7 +178,9 @@ def capture_collector_state(collector: Collector) -> dict[str, Any]:
 
 
 def restore_collector_state(collector: Collector, state: dict[str, Any]) -> None:
-    """Put a freshly built collector back where ``capture_collector_state`` saw the old one."""
+    """Put a freshly built collector back where ``capture_collector_state`` saw the old one.
+    Raises ``EnvStateError`` if its environments cannot be reached."""
+    _check_in_process(collector)
     envs = _gym_envs(collector.env)
     if len(envs) != len(state["envs"]):
         raise EnvStateError(

@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 
 import torch
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-__all__ = ["evaluate", "record_video"]
+from sac_tr.modes import eval_mode
+
+__all__ = ["cuda_indices", "evaluate", "record_video"]
 
 
 @torch.no_grad()
@@ -28,7 +31,8 @@ def evaluate(
     Each episode runs until the environment terminates or truncates (its own time limit) or
     ``max_steps`` steps, whichever comes first. With ``seed``, the environment is reseeded first,
     so every evaluation of a run starts from the same initial states and successive evaluations
-    differ only by the policy. Returns a float tensor ``[episodes]``.
+    differ only by the policy. The actor runs in eval mode (each module back in its own mode
+    after). Returns a float tensor ``[episodes]``.
     """
     if seed is not None:
         env.set_seed(seed)
@@ -36,13 +40,34 @@ def evaluate(
     mode = ExplorationType.RANDOM if stochastic else ExplorationType.DETERMINISTIC
     # Sampled actions draw from a forked generator: evaluating never shifts the training run's
     # random stream (an exact resume relies on it), and the same seed gives the same samples.
-    with torch.random.fork_rng(), set_exploration_type(mode):
+    # Only the generators the actor can draw from are forked (the CPU's and its GPUs'), never
+    # every visible GPU.
+    with (
+        torch.random.fork_rng(devices=cuda_indices(actor)),
+        set_exploration_type(mode),
+        eval_mode(actor),
+    ):
         if seed is not None:
             torch.manual_seed(seed)
         for i in range(episodes):
-            rollout = env.rollout(max_steps, actor, break_when_any_done=True)
+            rollout = _rollout(env, actor, max_steps)
             returns[i] = rollout["next", "reward"].sum()
     return returns
+
+
+def cuda_indices(module: torch.nn.Module) -> list[int]:
+    """The indices of the CUDA devices holding ``module``'s parameters or buffers (``[]`` on CPU)."""
+    tensors = (*module.parameters(), *module.buffers())
+    return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+
+
+def _rollout(env: EnvBase, actor: TensorDictModuleBase, max_steps: int) -> TensorDictBase:
+    """One episode of at most ``max_steps`` steps. The environment stays on its device (CPU) and
+    the actor on its own (the GPU when training there): when they differ, TorchRL moves each
+    observation to the actor's device and the action back (as TorchRL's own SAC evaluates)."""
+    first = next(iter(actor.parameters()), None)
+    cast = first is not None and first.device != env.device
+    return env.rollout(max_steps, actor, break_when_any_done=True, auto_cast_to_device=cast)
 
 
 @torch.no_grad()
@@ -54,11 +79,11 @@ def record_video(
     fps: int = 30,
 ) -> float:
     """Roll out one deterministic episode on ``env`` (built with ``from_pixels=True``) and write
-    its frames to ``path`` as an mp4.  Returns the episode's return."""
+    its frames to ``path`` as an mp4, the actor in eval mode.  Returns the episode's return."""
     import imageio.v2 as imageio
 
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
-        rollout = env.rollout(max_steps, actor, break_when_any_done=True)
+    with set_exploration_type(ExplorationType.DETERMINISTIC), eval_mode(actor):
+        rollout = _rollout(env, actor, max_steps)
     frames = torch.cat([rollout["pixels"][:1], rollout["next", "pixels"]]).cpu().numpy()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     imageio.mimwrite(str(path), frames, fps=fps, macro_block_size=1)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torch import nn
-from torchrl.data import Bounded, TensorSpec
+from torchrl.data import Bounded, TensorSpec, Unbounded
 from torchrl.envs.utils import ExplorationType
 from torchrl.modules import (
     MLP,
@@ -24,12 +24,14 @@ from torchrl.modules import (
 )
 
 __all__ = [
+    "ClampToBounds",
     "ClampedLogStdNormalParams",
     "make_actor",
     "make_deterministic_actor",
     "make_gaussian_exploration",
     "make_qvalue",
     "make_value",
+    "tanh_normal_actor",
 ]
 
 DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (256, 256)
@@ -100,7 +102,6 @@ def make_actor(
         A ``ProbabilisticActor`` writing ``action_key`` and ``log_prob_key`` (sampling by default).
     """
     _check_action_spec("make_actor", action_spec)
-    space = action_spec.space
     action_dim = int(action_spec.shape[-1])
     _check_sizes("observation_dim", observation_dim, hidden_sizes)
     net = nn.Sequential(
@@ -112,6 +113,31 @@ def make_actor(
         ),
         ClampedLogStdNormalParams(log_std_bounds),
     )
+    return tanh_normal_actor(
+        net,
+        action_spec,
+        observation_key=observation_key,
+        action_key=action_key,
+        log_prob_key=log_prob_key,
+    )
+
+
+def tanh_normal_actor(
+    net: nn.Module,
+    action_spec: TensorSpec,
+    *,
+    observation_key: str = "observation",
+    action_key: str = "action",
+    log_prob_key: str = "action_log_prob",
+) -> ProbabilisticActor:
+    """TorchRL's standard assembly of a squashed-Gaussian policy around ``net``.
+
+    ``net`` maps the observation to ``(loc, scale)`` (e.g. ``nn.Sequential(MLP, NormalParamExtractor())``
+    or ``make_actor``'s MLP with ``ClampedLogStdNormalParams``); the action is a ``TanhNormal``
+    over the bounds of ``action_spec``, sampled by default (``ExplorationType.RANDOM``).
+    """
+    _check_action_spec("tanh_normal_actor", action_spec)
+    space = action_spec.space
     module = TensorDictModule(net, in_keys=[observation_key], out_keys=["loc", "scale"])
     return ProbabilisticActor(
         module,
@@ -174,24 +200,47 @@ def make_gaussian_exploration(
     action_key: str = "action",
 ) -> TensorDictSequential:
     """``actor`` followed by fixed Gaussian noise ``N(0, (sigma * (high - low) / 2)^2)`` on the
-    action, projected back into the bounds (TorchRL's ``AdditiveGaussianModule``, not annealed).
+    action, clamped back into the bounds (TorchRL's ``AdditiveGaussianModule``, not annealed).
 
     The noise is only added under ``ExplorationType.RANDOM`` (the collector's default); under
     ``DETERMINISTIC`` (evaluation) the actor's own action passes through. ``sigma`` is relative
-    to the half-range of the action (TD3's 0.1 of the maximum action).
+    to the half-range of the action (TD3's 0.1 of the maximum action). The noise and the bounds
+    live on ``action_spec.device`` (the actor's device, so the noise is drawn there).
+
+    The clamp is TorchRL's ``Bounded.project`` without its "already inside?" test, which reads
+    a flag on the host (on a GPU, a wait at every step): clamping an action that is inside
+    leaves it unchanged, so the actions are the same.
     """
     _check_action_spec("make_gaussian_exploration", action_spec)
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0, got {sigma!r}.")
     half_range = float(((action_spec.space.high - action_spec.space.low) / 2).mean())
     noise = AdditiveGaussianModule(
-        spec=action_spec,
+        # Unbounded: the noise module only checks the shape and dtype; the bounds come next.
+        spec=Unbounded(action_spec.shape, device=action_spec.device, dtype=action_spec.dtype),
         sigma_init=1.0,
         sigma_end=1.0,
         std=float(sigma) * half_range,
         action_key=action_key,
+        device=action_spec.device,
     )
-    return TensorDictSequential(actor, noise)
+    clamp = TensorDictModule(
+        ClampToBounds(action_spec), in_keys=[action_key], out_keys=[action_key]
+    )
+    return TensorDictSequential(actor, noise, clamp)
+
+
+class ClampToBounds(nn.Module):
+    """``clamp(a, low, high)`` with the bounds of a ``Bounded`` action spec held as buffers."""
+
+    def __init__(self, action_spec: TensorSpec) -> None:
+        super().__init__()
+        self.register_buffer("low", action_spec.space.low.clone())
+        self.register_buffer("high", action_spec.space.high.clone())
+
+    def forward(self, action: torch.Tensor) -> torch.Tensor:
+        """The action moved to the nearest point of the box ``[low, high]``."""
+        return torch.clamp(action, self.low, self.high)
 
 
 def make_qvalue(

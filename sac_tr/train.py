@@ -32,8 +32,13 @@ from sac_tr.checkpoint import (
     set_rng_state,
 )
 from sac_tr.config import ConfigError, validate_config
-from sac_tr.data import make_collector, make_replay_buffer
-from sac_tr.env_state import EnvStateError, capture_collector_state, restore_collector_state
+from sac_tr.data import buffer_device, make_collector, make_replay_buffer
+from sac_tr.env_state import (
+    EnvStateError,
+    EnvUnreachableError,
+    capture_collector_state,
+    restore_collector_state,
+)
 from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
@@ -186,6 +191,9 @@ class TrainingRun:
         self.eval_env = make_env(cfg.env.id, seed=cfg.seed + 10_000)
         self.video_env = None
         self.agent = make_agent(make_env(cfg.env.id, seed=cfg.seed), cfg, self.device)
+        print("\n".join(self.agent.notes))  # what each part was built with, once
+        for network, path in self.agent.paths.items():
+            print(f"{network}: {path}")
         self.buffer = make_replay_buffer(cfg.buffer, cfg.batch_size, self.run_dir, self.device)
         self.counters = Counters()
         self.last_eval = float("nan")
@@ -203,7 +211,8 @@ class TrainingRun:
                 frames_per_batch=cfg.frames_per_batch,
                 total_frames=cfg.total_frames - frames,
                 init_random_frames=max(0, cfg.env.init_random_frames - frames),
-                device=self.device,
+                device=self.device,  # the policy acts there; the environments stay on the CPU
+                storing_device=buffer_device(cfg.buffer, self.device),  # where D lives
             )
             if frames < cfg.total_frames
             else None
@@ -217,7 +226,10 @@ class TrainingRun:
             exp_name=f"sac_{cfg.env.name}_seed{cfg.seed}",
             project=cfg.logger.project,
             wandb_mode=cfg.logger.wandb_mode,
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config={
+                **OmegaConf.to_container(cfg, resolve=True),
+                "network_paths": self.agent.paths,  # which networks run accelerated
+            },
             run_id=resumed[0].get("wandb_id") or None if resumed else None,
         )
         stochastic = ("stochastic_return_mean", "stochastic_return_std")
@@ -270,7 +282,7 @@ class TrainingRun:
             try:
                 out = update(
                     self.agent,
-                    self.buffer.sample().to(self.device),
+                    self.buffer.sample().to(self.device, non_blocking=True),
                     skip_nonfinite=self.cfg.nan_guard,
                     step=c.updates,
                 )
@@ -282,6 +294,7 @@ class TrainingRun:
             self.losses_sum = out if self.losses_sum is None else self.losses_sum + out
             self.losses_count += 1
             c.updates += 1
+        self.agent.act_mode()  # the collector acts next (eval mode unless act_in_train_mode)
 
     def log_losses(self) -> None:
         """Every ``log_every_updates`` updates: mean losses and diagnostics, speed (one host sync)."""
@@ -434,8 +447,12 @@ class TrainingRun:
             return None
 
     def _restore_collector(self, state: dict | None) -> None:
-        if self.collector is not None and state is not None and not self.cfg.collector.asynchronous:
+        if self.collector is None or state is None:
+            return
+        try:
             restore_collector_state(self.collector, state)
+        except EnvUnreachableError:  # environments in another process: new episodes there
+            pass
 
     def _restore(self, state: dict, path: Path) -> None:
         defaults = asdict(Counters())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDict, TensorDictBase
@@ -11,6 +12,12 @@ from torchrl.data import Bounded
 
 from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
 from sac_tr.losses import SACv2Loss
+
+# Tests that build an agent, train, evaluate, checkpoint or resume run on each of these devices;
+# the CUDA cases are skipped (with this reason) on a machine without a GPU.
+NO_CUDA = "needs a CUDA GPU: torch.cuda.is_available() is False on this machine"
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=needs_cuda)]
 
 OBS_DIM = 3
 ACT_DIM = 2

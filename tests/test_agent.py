@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import DEVICES
 from hydra import compose, initialize_config_dir
 from test_recipe import FAST, ROOT
 
@@ -35,20 +36,21 @@ def test_optimizer_has_one_group_per_network_with_its_learning_rate(loss):
     assert in_optimizer == {id(p) for p in agent.loss.parameters()}  # every trainable, no target
 
 
-def test_update_moves_every_network_and_the_target():
-    cfg = _cfg()
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("loss", ["sac_v1", "td3"])
+def test_update_moves_every_network_and_the_target(device, loss):
+    cfg = _cfg(f"loss={loss}")
     env = make_env("Pendulum-v1")
-    agent = make_agent(env, cfg, torch.device("cpu"))
+    agent = make_agent(env, cfg, torch.device(device))
     before = {k: v.clone() for k, v in agent.loss.state_dict().items()}
-    update(agent, _batch(env))
+    update(agent, _batch(env).to(device), step=agent.policy_delay - 1)  # TD3: an actor step
     after = agent.loss.state_dict()
-    for prefix in (
-        "actor_network_params",
-        "qvalue_network_params",
-        "value_network_params",
-        "target_value_network_params",
-    ):
-        keys = [k for k in before if k.startswith(prefix)]
+    prefixes = {
+        "sac_v1": ("actor", "qvalue", "value", "target_value"),
+        "td3": ("actor", "qvalue", "target_actor", "target_qvalue"),
+    }[loss]
+    for prefix in (f"{name}_network_params" for name in prefixes):
+        keys = [k for k in before if k.startswith(prefix) and "action_" not in k]  # not bounds
         assert keys and all(not torch.equal(before[k], after[k]) for k in keys), prefix
 
 

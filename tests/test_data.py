@@ -2,22 +2,29 @@
 
 import pytest
 import torch
+from helpers import DEVICES
 
 from sac_tr import make_actor
 from sac_tr.data import make_collector
-from sac_tr.env_state import EnvStateError, capture_collector_state
+from sac_tr.env_state import (
+    EnvUnreachableError,
+    capture_collector_state,
+    restore_collector_state,
+)
 from sac_tr.envs import make_env
 
 
-def test_collector_uses_the_current_policy_weights_without_synchronisation():
+@pytest.mark.parametrize("device", DEVICES)
+def test_collector_uses_the_current_policy_weights_without_synchronisation(device):
     torch.manual_seed(0)
-    actor = make_actor(make_env("Pendulum-v1").action_spec, 3, hidden_sizes=(16,))
+    actor = make_actor(make_env("Pendulum-v1").action_spec, 3, hidden_sizes=(16,)).to(device)
     collector = make_collector(
         lambda: make_env("Pendulum-v1", seed=0),
         actor,
         frames_per_batch=4,
         total_frames=8,
         init_random_frames=0,
+        device=device,  # the policy acts there; the environment steps on the CPU
     )
     batches = iter(collector)
     first = next(batches)
@@ -66,7 +73,9 @@ def test_asynchronous_collector_acts_with_the_learners_current_weights():
         assert torch.equal(first["action"], torch.zeros(5, 1))
         assert torch.equal(third["action"], torch.full((5, 1), 0.5))
         assert torch.get_num_threads() == threads  # the learner keeps its threads
-        with pytest.raises(EnvStateError, match="worker process"):  # checkpoints skip its state
+        with pytest.raises(EnvUnreachableError, match="worker process"):  # checkpoints skip it
             capture_collector_state(collector)
+        with pytest.raises(EnvUnreachableError, match="worker process"):  # new episodes on resume
+            restore_collector_state(collector, {"carrier": {}, "envs": []})
     finally:
         collector.shutdown()

@@ -1,10 +1,12 @@
 """The stacked-weight MLP evaluation: the same function as the module, inputs left untouched."""
 
+import pytest
 import torch
 from tensordict import TensorDict
 from torch import nn
 
-from sac_tr.losses.fast_mlp import mlp_forward, sequential_plan
+from sac_tr.accel import UnsupportedNetworkError
+from sac_tr.accel.mlp import mlp_forward, sequential_plan
 
 
 def test_mlp_forward_equals_the_module_and_never_modifies_its_input():
@@ -23,22 +25,31 @@ def test_mlp_forward_equals_the_module_and_never_modifies_its_input():
 
 
 def test_plans_refuse_what_they_cannot_evaluate():
-    assert sequential_plan(nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(), nn.Linear(4, 1))) is None
-    assert sequential_plan(nn.Sequential(nn.Linear(3, 4), nn.ReLU())) is None  # must end linear
-    assert sequential_plan(nn.Sequential(nn.Linear(3, 4, bias=False))) is None
-    assert sequential_plan(nn.Linear(3, 4)) is None
+    for net, reason in [
+        (
+            nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(), nn.Linear(4, 1)),
+            "LeakyReLU not supported",
+        ),
+        (nn.Sequential(nn.Linear(3, 4), nn.ReLU()), "does not end with a Linear"),
+        (nn.Sequential(nn.Linear(3, 4, bias=False)), "Linear without bias"),
+        (nn.Linear(3, 4), "Linear not supported"),
+    ]:
+        with pytest.raises(UnsupportedNetworkError, match=reason):
+            sequential_plan(net)
 
 
 def test_fast_acting_policy_is_the_actor_by_hand_and_follows_its_updates():
     from helpers import HIGH, LOW, action_spec, squashed_gaussian_by_hand
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-    from sac_tr.losses.fast_actor import SquashedGaussianPolicy, fast_acting_policy
+    from sac_tr.accel import accelerate_policy
+    from sac_tr.accel.squashed_gaussian import SquashedGaussianPolicy
     from sac_tr.modules import make_actor
 
     torch.manual_seed(0)
     actor = make_actor(action_spec(), 3, hidden_sizes=(8,))
-    policy = fast_acting_policy(actor)
+    policy, path = accelerate_policy(actor)
+    assert path == "accelerated"
     assert isinstance(policy, SquashedGaussianPolicy)
     obs = TensorDict(observation=torch.randn(5, 3), batch_size=[5])
     for step in range(2):
@@ -55,4 +66,5 @@ def test_fast_acting_policy_is_the_actor_by_hand_and_follows_its_updates():
         with torch.no_grad():
             for p in actor.parameters():
                 p.add_(0.5)  # an optimizer step, in place: the policy must act with it at once
-    assert fast_acting_policy(actor.module[0]) is actor.module[0]  # not make_actor's: unchanged
+    policy, path = accelerate_policy(actor.module[0])  # not a squashed-Gaussian actor
+    assert policy is actor.module[0] and path == "reference path (TensorDictModule not supported)"

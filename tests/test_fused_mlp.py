@@ -6,8 +6,8 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from sac_tr.losses.fast_mlp import mlp_forward_fused, sequential_plan
-from sac_tr.losses.fused_mlp import relu_mlp
+from sac_tr.accel.mlp import mlp_apply, sequential_plan
+from sac_tr.accel.relu_mlp import relu_mlp
 
 SIZES = (5, 7, 6, 2)
 
@@ -77,14 +77,14 @@ def test_weight_rows_train_the_parameters_on_the_first_rows_only(ensemble):
         torch.testing.assert_close(g, want)
 
 
-def test_fused_forward_falls_back_for_other_activations_with_the_same_contract():
+def test_mlp_apply_runs_other_activations_layer_by_layer_with_the_same_contract():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
     plan = sequential_plan(net)
     params = TensorDict.from_module(net)
     x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
 
-    out = mlp_forward_fused(plan, params, x, prefix=(), weight_rows=2)
+    out = mlp_apply(plan, params, x, prefix=(), weight_rows=2)
     torch.testing.assert_close(out, net(x.detach()))
     weights = [net[0].weight, net[0].bias, net[2].weight, net[2].bias]
     got = torch.autograd.grad(out.sum(), [x, *weights])
@@ -100,7 +100,7 @@ def test_fused_forward_falls_back_for_other_activations_with_the_same_contract()
 
 
 def test_only_linear_relu_chains_are_fused():
-    from sac_tr.losses.fast_mlp import _is_relu_chain
+    from sac_tr.accel.mlp import _is_relu_chain
 
     def plan_of(*layers):
         return sequential_plan(nn.Sequential(*layers))
@@ -116,7 +116,7 @@ def test_only_linear_relu_chains_are_fused():
 def test_squashed_sample_gradient_matches_finite_differences():
     """The hand-written backward of the squashed-Gaussian sample (a~ and log pi(a~|s) from mu,
     log sigma and fixed noise), against finite differences, on bounds other than [-1, 1]."""
-    from sac_tr.losses.fast_actor import _SquashedSample
+    from sac_tr.accel.squashed_gaussian import _SquashedSample
 
     torch.manual_seed(0)
     loc = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
@@ -135,7 +135,7 @@ def test_grad_rows_leave_the_last_rows_without_any_gradient(activation):
     net = nn.Sequential(nn.Linear(3, 4), activation(), nn.Linear(4, 2)).double()
     params = TensorDict.from_module(net)
     x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
-    out = mlp_forward_fused(sequential_plan(net), params, x, prefix=(), weight_rows=2, grad_rows=4)
+    out = mlp_apply(sequential_plan(net), params, x, prefix=(), weight_rows=2, grad_rows=4)
     torch.testing.assert_close(out, net(x.detach()))
     weights = [net[0].weight, net[0].bias, net[2].weight, net[2].bias]
     got = torch.autograd.grad(out.sum(), [x, *weights])

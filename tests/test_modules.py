@@ -6,7 +6,6 @@ import pytest
 import torch
 from helpers import ACT_DIM, HIDDEN, HIGH, LOW, OBS_DIM, action_spec, squashed_gaussian_by_hand
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule
 from torchrl.data import Unbounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -132,10 +131,8 @@ def test_bad_builder_input_is_explained():
 def test_fast_actor_sample_matches_the_tanh_normal_distribution(saturate):
     """The loss samples make_actor's policy without building a TanhNormal; it must give the
     distribution's own action, log-probability and gradients (also when tanh saturates)."""
-    from torchrl.modules import ProbabilisticActor, TanhNormal
-
     from sac_tr import SACv1Loss, make_qvalue, make_value
-    from sac_tr.modules import ClampedLogStdNormalParams
+    from sac_tr.modules import ClampedLogStdNormalParams, tanh_normal_actor
 
     class Opaque(torch.nn.Module):  # hides the MLP from the fast path
         def __init__(self, mlp):
@@ -150,24 +147,17 @@ def test_fast_actor_sample_matches_the_tanh_normal_distribution(saturate):
     if saturate:
         with torch.no_grad():
             mlp[-1].bias[:ACT_DIM] = torch.tensor([30.0, -30.0])
-    spec = action_spec()
-    generic_actor = ProbabilisticActor(
-        TensorDictModule(
-            torch.nn.Sequential(Opaque(mlp), ClampedLogStdNormalParams()),
-            in_keys=["observation"],
-            out_keys=["loc", "scale"],
-        ),
-        in_keys=["loc", "scale"],
-        spec=spec,
-        distribution_class=TanhNormal,
-        distribution_kwargs={"low": spec.space.low, "high": spec.space.high},
-        return_log_prob=True,
+    generic_actor = tanh_normal_actor(
+        torch.nn.Sequential(Opaque(mlp), ClampedLogStdNormalParams()), action_spec()
     )
     losses = [
         SACv1Loss(a, make_qvalue(OBS_DIM, ACT_DIM), make_value(OBS_DIM))
         for a in (actor, generic_actor)
     ]
-    assert losses[0]._actor_plan is not None and losses[1]._actor_plan is None
+    from sac_tr.accel import accelerate
+
+    assert accelerate(losses[0])["actor"] == "accelerated"
+    assert accelerate(losses[1])["actor"] == "reference path (Opaque not supported)"
     td = TensorDict(observation=obs, batch_size=[6])
     results = []
     for loss in losses:

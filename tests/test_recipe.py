@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEVICES
 from hydra import compose, initialize_config_dir
 
 from sac_tr.checkpoint import CheckpointError, buffer_dir, find_checkpoint, load_checkpoint
@@ -33,8 +34,9 @@ def make_cfg(*overrides: str):
         return compose(config_name="sac_mujoco", overrides=[*FAST, *overrides])
 
 
-def test_short_run_writes_eval_csv_checkpoint_and_video(tmp_path):
-    cfg = make_cfg("total_frames=300", "logger=csv", "eval.video_every=3")
+@pytest.mark.parametrize("device", DEVICES)
+def test_short_run_writes_eval_csv_checkpoint_and_video(tmp_path, device):
+    cfg = make_cfg("total_frames=300", "logger=csv", "eval.video_every=3", f"device={device}")
     summary = train(cfg, tmp_path)
     rows = (tmp_path / "eval.csv").read_text().splitlines()
     assert rows[0] == "frames,updates,return_mean,return_std,episodes,wall_time_s"
@@ -80,12 +82,14 @@ def test_resume_continues_counters_and_parameters(tmp_path):
     assert not torch.equal(state["loss"][key], saved["loss"][key])  # it kept learning
 
 
-def test_resume_restores_every_network_and_optimizer_state_exactly(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_resume_restores_every_network_and_optimizer_state_exactly(tmp_path, device):
     # Resuming at the saved frame count trains nothing, so what it writes back must be exactly
     # what it loaded: every parameter, target, optimizer moment and counter.
-    path = train(make_cfg("total_frames=200", "logger=none"), tmp_path).checkpoint
+    common = ("total_frames=200", "logger=none", f"device={device}")
+    path = train(make_cfg(*common), tmp_path).checkpoint
     saved = load_checkpoint(path)
-    run = TrainingRun(make_cfg("total_frames=200", "logger=none"), tmp_path, (saved, path))
+    run = TrainingRun(make_cfg(*common), tmp_path, (saved, path))
     path.unlink()
     state = load_checkpoint(run.save())  # written again from the restored run
     run.finish()

@@ -5,6 +5,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import torch
+from helpers import DEVICES
 from hydra import compose, initialize_config_dir
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
@@ -39,13 +40,21 @@ def eval_returns(run_dir: Path) -> list[tuple[str, str, str]]:
     return [tuple(r.split(",")[:3]) for r in rows]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "env, n", [("pendulum", 300), ("halfcheetah", 240)], ids=["pendulum", "mujoco"]
 )
-def test_n_frames_equal_n_half_then_resume_n_half_exactly(tmp_path, env, n):
+def test_n_frames_equal_n_half_then_resume_n_half_exactly(tmp_path, env, n, device):
     # Pendulum's episodes last 200 frames and HalfCheetah's 1,000: the cut at n/2 falls in the
-    # middle of an episode, so the environment's state must be carried over as well.
-    every = (f"eval.every_frames={n // 2}", f"checkpoint.every_frames={n // 2}")
+    # middle of an episode, so the environment's state must be carried over as well. On a GPU
+    # the policy noise, the loss's samples and the buffer's indices come from the CUDA
+    # generator, which the checkpoint must carry too; stochastic evaluation draws from it too.
+    every = (
+        f"eval.every_frames={n // 2}",
+        f"checkpoint.every_frames={n // 2}",
+        f"device={device}",
+        "eval.stochastic=true",
+    )
     whole = train(make_cfg(env, f"total_frames={n}", *every), tmp_path / "whole")
     train(make_cfg(env, f"total_frames={n // 2}", *every), tmp_path / "split")
     split = train(

@@ -1,28 +1,73 @@
 """What every SAC loss here shares: TorchRL's LossModule contract (keys, value estimator, functional
-parameters), input checks, the reparameterised action sample and the batched Q ensemble."""
+parameters), input checks, the reparameterised action sample and the batched Q ensemble.
+
+Every network is evaluated through its own module (the reference path): the Q ensemble by
+``vmap`` over TorchRL's stacked functional parameters, the value network by its own forward, the
+actor through its own distribution (``get_dist``). A loss may hold optional fast evaluators
+(``q_evaluator``, ``value_evaluator``, ``actor_sampler``, the protocols below), which replace one
+network's evaluation when set; the losses never set them: ``sac_tr.accel.accelerate`` does, only
+after proving on a probe batch that they compute what the module computes.
+"""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from tensordict import TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule, ValueEstimators
-from torchrl.objectives.utils import _cache_values, _vmap_func, dispatch_value_estimator
+from torchrl.objectives.utils import _cache_values, _vmap_func
 from torchrl.objectives.value.functional import td0_return_estimate
 
 from sac_tr.faults import all_finite
-from sac_tr.losses.fast_actor import (
-    sample_squashed_gaussian,
-    sample_squashed_gaussian_pair,
-    squashed_gaussian_plan,
-)
-from sac_tr.losses.fast_mlp import mlp_forward_fused, mlp_plan
 
-__all__ = ["SACLossBase", "check_positive"]
+__all__ = [
+    "ActionSampler",
+    "QEnsembleEvaluator",
+    "SACLossBase",
+    "StateValueEvaluator",
+    "check_positive",
+]
+
+
+class QEnsembleEvaluator(Protocol):
+    """Stands in for the Q ensemble's ``vmap`` (``SACLossBase.q_evaluator``)."""
+
+    def values(
+        self, td: TensorDictBase, action: torch.Tensor | None, params: TensorDictBase
+    ) -> torch.Tensor:
+        """``Q_i(s, a)`` for every member, ``[N, *B]``; ``action=None``: the replayed action."""
+
+    def replayed_and_fresh(
+        self, td: TensorDictBase, fresh_action: torch.Tensor, params: TensorDictBase
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Q_i(s, a)`` (gradients to ``params``) and ``Q_i(s, a~)`` (gradients to ``a~`` only)."""
+
+
+class StateValueEvaluator(Protocol):
+    """Stands in for the value network's forward (``SACv1Loss.value_evaluator``)."""
+
+    def values(self, td: TensorDictBase, params: TensorDictBase) -> torch.Tensor:
+        """``V(s)``, ``[*B]``."""
+
+
+class ActionSampler(Protocol):
+    """Stands in for ``actor.get_dist(...).rsample_and_log_prob()`` (``SACLossBase.actor_sampler``),
+    drawing the same noise in the same order."""
+
+    def sample(
+        self, td: TensorDictBase, params: TensorDictBase
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a~, log pi(a~|s))``, ``[*B, dA]`` and ``[*B]``."""
+
+    def sample_pair(
+        self, td: TensorDictBase, next_td: TensorDictBase, params: TensorDictBase
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``sample(td)``, then ``sample(next_td)`` detached."""
 
 
 def check_positive(name: str, value: float) -> None:
@@ -81,6 +126,9 @@ class SACLossBase(LossModule):
     qvalue_network_params: TensorDictParams
     target_actor_network_params: TensorDictParams
     target_qvalue_network_params: TensorDictParams
+    # Optional fast evaluators (see the module docstring); None: the network's own module runs.
+    q_evaluator: QEnsembleEvaluator | None = None
+    actor_sampler: ActionSampler | None = None
 
     def __init__(self, *, num_qvalue_nets: int, validate_inputs: bool) -> None:
         if not isinstance(num_qvalue_nets, int) or num_qvalue_nets < 1:
@@ -101,7 +149,6 @@ class SACLossBase(LossModule):
                 "(e.g. sac_tr.modules.make_actor), got " + type(actor_network).__name__
             )
         self.convert_to_functional(actor_network, "actor_network", create_target_params=False)
-        self._actor_plan = squashed_gaussian_plan(actor_network)  # None: sample through get_dist
         # Read the action key from the actor, as TorchRL's SACLoss does; set_keys can override it.
         sample_keys = getattr(actor_network, "dist_sample_keys", None) or [self.tensor_keys.action]
         self.tensor_keys.action = sample_keys[0]  # in_keys are built lazily, nothing to refresh
@@ -121,7 +168,6 @@ class SACLossBase(LossModule):
         self.convert_to_functional(
             q_modules, "qvalue_network", n, create_target_params=create_target
         )
-        self._q_plan = mlp_plan(q_modules[0])  # None: evaluate through vmap instead
         self._make_vmap()
 
     def _make_vmap(self) -> None:
@@ -135,28 +181,28 @@ class SACLossBase(LossModule):
         return next(iter(self.actor_network_params.values(True, True))).device
 
     # ------------------------------------------------------------------ TorchRL plumbing
-    def _estimator_value_network(self) -> TensorDictModule | None:
-        return None
-
     def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
-        """Set the discount: ``loss.make_value_estimator(gamma=0.99)``. Only TD(0) is the paper's."""
-        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
-        if value_type is None:
-            return self
-        dispatch_value_estimator(
-            self,
-            value_type,
-            supported=(ValueEstimators.TD0,),
-            tensor_keys={
-                "value": self.tensor_keys.value,
-                "reward": self.tensor_keys.reward,
-                "done": self.tensor_keys.done,
-                "terminated": self.tensor_keys.terminated,
-            },
-            value_network=self._estimator_value_network(),
-            **hp,
+        """Set the discount: ``loss.make_value_estimator(gamma=0.99)`` (TorchRL's call for it).
+
+        Only TD(0) is the paper's target, and the loss computes it itself (``_q_target``), so no
+        estimator object is built: the discount is kept as the buffer ``discount`` (not saved
+        in checkpoints: it comes from the config).
+        """
+        if value_type is not None and value_type is not ValueEstimators.TD0:
+            raise NotImplementedError(
+                f"{type(self).__name__} computes the paper's TD0 target itself; "
+                f"make_value_estimator takes gamma= only, got value_type={value_type!r}."
+            )
+        _, hp = self._prepare_value_estimator_kwargs(ValueEstimators.TD0, **hyperparams)
+        self.register_buffer(
+            "_discount", torch.tensor(float(hp["gamma"]), device=self._device), persistent=False
         )
         return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before the discount stopped being an estimator's buffer.
+        state_dict.pop(prefix + "_value_estimator.gamma", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _base_in_keys(self) -> list[NestedKey]:
         return [
@@ -188,8 +234,10 @@ class SACLossBase(LossModule):
 
     @property
     def discount(self) -> torch.Tensor:
-        """The discount gamma of the value estimator (``make_value_estimator(gamma=...)``)."""
-        return self.value_estimator.gamma
+        """The discount gamma (``make_value_estimator(gamma=...)``; TorchRL's default 0.99)."""
+        if "_discount" not in self._buffers:
+            self.make_value_estimator()
+        return self._discount
 
     # ------------------------------------------------------------------ shared computations
     def _check_inputs(self, td: TensorDictBase) -> None:
@@ -261,8 +309,8 @@ class SACLossBase(LossModule):
     def _sample_action(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
         """a~ = f_phi(eps; s), reparameterised (eq. 11), and log pi(a~|s) from the pre-tanh sample
         (eq. 21): finite even when tanh saturates.  Shapes ``[*B, dA]`` and ``[*B]``."""
-        if self._actor_plan is not None:
-            return sample_squashed_gaussian(self._actor_plan, self.actor_network_params, td)
+        if self.actor_sampler is not None:
+            return self.actor_sampler.sample(td, self.actor_network_params)
         actor_in = td.select(*self.actor_network.in_keys)
         with self.actor_network_params.to_module(self.actor_network, preserve_module_state=False):
             dist = self.actor_network.get_dist(actor_in)
@@ -272,41 +320,24 @@ class SACLossBase(LossModule):
         self, td: TensorDictBase
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``a~ ~ pi(.|s)`` with ``log pi(a~|s)`` (differentiable), and ``a' ~ pi(.|s')`` with
-        ``log pi(a'|s')`` (detached): for ``make_actor`` policies one pass over both batches."""
+        ``log pi(a'|s')`` (detached), in this order."""
         next_td = td.get("next")
-        if self._actor_plan is not None:
-            return sample_squashed_gaussian_pair(
-                self._actor_plan, self.actor_network_params, td, next_td
-            )
+        if self.actor_sampler is not None:
+            return self.actor_sampler.sample_pair(td, next_td, self.actor_network_params)
         action, log_prob = self._sample_action(td)
         with torch.no_grad():
             next_action, next_log_prob = self._sample_action(next_td)
         return action, log_prob, next_action, next_log_prob
 
-    def _q_inputs(self, td: TensorDictBase, action: torch.Tensor | None) -> torch.Tensor:
-        """The Q network's input features ``[*B, in]``, with ``action`` in place of the replayed
-        action unless it is ``None``."""
-        action_key = self.tensor_keys.action
-        return torch.cat(
-            [
-                action if (key == action_key and action is not None) else td.get(key)
-                for key in self.qvalue_network.in_keys
-            ],
-            -1,
-        )
-
     def _q_values(
         self, td: TensorDictBase, action: torch.Tensor | None, params: TensorDictBase
     ) -> torch.Tensor:
-        """Q_i(s, a) for every member i of the ensemble in one batched call.  ``[N, *B]``.
+        """Q_i(s, a) for every member i of the ensemble in one ``vmap`` call.  ``[N, *B]``.
 
-        ``action=None`` reads the replayed action from ``td``. Plain MLPs (what ``make_qvalue``
-        builds) take the stacked-weight path; any other Q module goes through ``vmap``.
+        ``action=None`` reads the replayed action from ``td``.
         """
-        if self._q_plan is not None:
-            x = self._q_inputs(td, action)
-            q = mlp_forward_fused(self._q_plan, params, x.reshape(-1, x.shape[-1]))  # [N, B, 1]
-            return q.reshape(self.num_qvalue_nets, *x.shape[:-1])
+        if self.q_evaluator is not None:
+            return self.q_evaluator.values(td, action, params)
         q_in = td.select(*self.qvalue_network.in_keys, strict=False)
         if action is not None:
             q_in.set(self.tensor_keys.action, action)
@@ -319,21 +350,14 @@ class SACLossBase(LossModule):
 
         The first is trained by the Q loss (eq. 7): gradients reach the Q parameters. The second
         serves the actor and value terms (eqs. 5, 12): its gradient reaches ``a~`` only, the Q
-        parameters acting as constants. For plain MLPs both come from one batched call over the
-        ``2B`` rows (``weight_rows=B`` keeps the fresh rows out of the parameter gradients).
+        parameters acting as constants.
         """
-        if self._q_plan is None:
-            return (
-                self._q_values(td, None, self.qvalue_network_params),
-                self._q_values(td, fresh_action, self._detached_qvalue_params),
-            )
-        replayed, fresh = self._q_inputs(td, None), self._q_inputs(td, fresh_action)
-        batch_shape, width = replayed.shape[:-1], replayed.shape[-1]
-        rows = replayed.numel() // width
-        x = torch.cat([replayed.reshape(rows, width), fresh.reshape(rows, width)], 0)
-        q = mlp_forward_fused(self._q_plan, self.qvalue_network_params, x, weight_rows=rows)
-        q = q.reshape(self.num_qvalue_nets, 2, *batch_shape)  # [N, 2B, 1] -> [N, 2, *B]
-        return q[:, 0], q[:, 1]
+        if self.q_evaluator is not None:
+            return self.q_evaluator.replayed_and_fresh(td, fresh_action, self.qvalue_network_params)
+        return (
+            self._q_values(td, None, self.qvalue_network_params),
+            self._q_values(td, fresh_action, self._detached_qvalue_params),
+        )
 
     def _q_target(self, td: TensorDictBase, next_value: torch.Tensor) -> torch.Tensor:
         """Qhat = c r + gamma (1 - terminated) V(s'), ``c`` the reward scale (v1 eq. 8); a

@@ -68,7 +68,6 @@ class DeterministicSACLoss(SACv1Loss):
                 f"{type(actor_network).__name__}; use SACv1Loss for a stochastic policy."
             )
         self.convert_to_functional(actor_network, "actor_network", create_target_params=False)
-        self._actor_plan = None
         self.tensor_keys.action = actor_network.out_keys[-1]
         self._action_dim = None  # read from the batch; the actor's output is checked by Q
 

@@ -2,7 +2,9 @@
 
 Haarnoja, Zhou, Abbeel, Levine (2018), "Soft Actor-Critic: Off-Policy Maximum Entropy Deep
 Reinforcement Learning with a Stochastic Actor", arXiv:1801.01290. Equation numbers below are
-the paper's; ``../shared/SAC_NOTES.md`` writes them out.
+the paper's: eq. 5 (the value loss J_V), eqs. 7-8 (the Q loss J_Q and its target Qhat),
+eq. 12 (the policy loss J_pi, through the reparameterised action of eq. 11) and, in appendix C,
+eq. 21 (the log-likelihood of the tanh-squashed Gaussian).
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 
-from sac_tr.losses.common import SACLossBase, check_positive
-from sac_tr.losses.fast_mlp import mlp_forward_fused, mlp_plan
+from sac_tr.losses.common import SACLossBase, StateValueEvaluator, check_positive
 
 __all__ = ["SACv1Loss"]
 
@@ -34,6 +35,9 @@ class SACv1Loss(SACLossBase):
 
     The target value parameters live in ``target_value_network_params`` and are moved by
     ``torchrl.objectives.SoftUpdate`` (tau) or ``HardUpdate`` (every N steps), never by the loss.
+    V_psibar runs through the same module as V_psi, so in the mode it is in: train mode during
+    updates (a Dropout V draws masks for its target too; a BatchNorm V normalises V_psibar(s')
+    with the batch's statistics and updates the target copy's running statistics).
 
     Args:
         actor_network: a ``ProbabilisticActor`` with a ``TanhNormal`` head (see ``make_actor``).
@@ -54,6 +58,7 @@ class SACv1Loss(SACLossBase):
     value_network: TensorDictModule
     value_network_params: TensorDictParams
     target_value_network_params: TensorDictParams
+    value_evaluator: StateValueEvaluator | None = None  # None: the value network's own forward
 
     def __init__(
         self,
@@ -71,13 +76,9 @@ class SACv1Loss(SACLossBase):
         super().__init__(num_qvalue_nets=num_qvalue_nets, validate_inputs=validate_inputs)
         self._register_actor(actor_network)
         self.convert_to_functional(value_network, "value_network", create_target_params=True)
-        self._v_plan = mlp_plan(value_network)  # None: evaluate the module itself
         self._register_qvalue(qvalue_network, create_target=False)
         self.register_buffer("alpha", torch.tensor(float(alpha), device=self._device))
         self.register_buffer("reward_scale", torch.tensor(float(reward_scale), device=self._device))
-
-    def _estimator_value_network(self) -> TensorDictModule:
-        return self.value_network
 
     def _set_in_keys(self) -> None:
         keys = [
@@ -102,11 +103,8 @@ class SACv1Loss(SACLossBase):
 
     def _state_values(self, td: TensorDictBase, params: TensorDictBase) -> torch.Tensor:
         """V(s) with ``params`` (V_psi or V_psibar).  ``[*B]``."""
-        if self._v_plan is not None:
-            x = torch.cat([td.get(key) for key in self.value_network.in_keys], -1)
-            return mlp_forward_fused(self._v_plan, params, x.reshape(-1, x.shape[-1])).reshape(
-                x.shape[:-1]
-            )
+        if self.value_evaluator is not None:
+            return self.value_evaluator.values(td, params)
         value_in = td.select(*self.value_network.in_keys)
         with params.to_module(self.value_network, preserve_module_state=False):
             return self.value_network(value_in).get(self.tensor_keys.value).squeeze(-1)

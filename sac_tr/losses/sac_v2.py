@@ -1,6 +1,7 @@
 """The SAC-v2 loss: twin soft Q-functions with Polyak-averaged targets, no value network, and a
 learned temperature (Haarnoja et al., "Soft Actor-Critic Algorithms and Applications",
-arXiv:1812.05905). ``../shared/SAC_NOTES.md`` ("SAC-v2") writes the equations out."""
+arXiv:1812.05905): the Q loss J_Q with the soft value of the target Q-networks (its section 4),
+the policy loss J_pi (section 4) and the temperature loss J(alpha) (section 5, eq. 18)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ class SACv2Loss(SACLossBase):
       authors' implementation of J(alpha) = E[-alpha (log pi + Hbar)] optimised over log alpha.
 
     ``Hbar`` is the target entropy, ``-dim(A)`` by default ("auto"). The target Q parameters
-    (``target_qvalue_network_params``) are moved by ``SoftUpdate``/``HardUpdate``.
+    (``target_qvalue_network_params``) are moved by ``SoftUpdate``/``HardUpdate``. They run
+    through the same module as the online Q-functions, so in its mode: train mode during updates
+    (a Dropout Q draws masks for its targets too, as DroQ does).
 
     Args:
         actor_network: a ``ProbabilisticActor`` with a ``TanhNormal`` head (see ``make_actor``).

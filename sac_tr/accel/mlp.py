@@ -1,11 +1,13 @@
-"""Evaluate plain-MLP value modules straight from their (stacked) parameters.
+"""Evaluate plain MLPs straight from their (stacked) parameters.
 
-``make_qvalue`` and ``make_value`` build a ``TensorDictModule`` around ``Linear`` and activation
-layers. For those, ``mlp_forward`` computes the same function with one matmul per layer over
-the whole Q ensemble (parameters stacked on dim 0), without the per-call cost of ``vmap``,
-functional parameter swaps and TensorDict bookkeeping. Any other module is left to the generic
-path (``mlp_plan`` returns ``None``). ``mlp_forward_fused`` is what the losses call: for a ReLU
-MLP it is one autograd node (``fused_mlp.relu_mlp``), otherwise ``mlp_forward``.
+``make_qvalue`` and ``make_value`` build a ``ValueOperator`` around TorchRL's ``MLP`` of ``Linear``
+and activation layers. For exactly those types ``mlp_forward`` computes the same function with one
+matmul per layer over the whole Q ensemble (parameters stacked on dim 0), without the per-call cost
+of ``vmap``, functional parameter swaps and TensorDict bookkeeping. ``mlp_apply`` is what the
+evaluators call: a ReLU chain runs as one fused autograd node (``relu_mlp.relu_mlp``); Tanh and ELU
+MLPs run layer by layer (``mlp_forward``), not fused.
+
+``module_plan`` reads a module's layers or raises ``UnsupportedNetworkError`` naming what it cannot read.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModuleBase
+from tensordict.nn import TensorDictModule
 from torch import nn
+from torchrl.modules import MLP, ValueOperator
 
-from sac_tr.losses.fused_mlp import relu_mlp
+from sac_tr.accel.checks import UnsupportedNetworkError, check_exact_type
+from sac_tr.accel.relu_mlp import relu_mlp
 
-__all__ = ["mlp_forward", "mlp_forward_fused", "mlp_plan"]
+__all__ = ["Plan", "mlp_apply", "mlp_forward", "module_plan", "sequential_plan"]
 
 # In place: an activation here always follows a linear layer, whose fresh output nothing else
 # reads (the linear backward needs its input and weight, the activation's backward its result).
@@ -33,27 +37,41 @@ _ACTIVATIONS: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
 Plan = list[tuple[str, Callable[[torch.Tensor], torch.Tensor] | None]]
 
 
-def mlp_plan(module: TensorDictModuleBase) -> Plan | None:
-    """The layers of ``module`` as ``[(name, None) for Linear | (name, activation)]``, or ``None``
-    if it is not a single-output TensorDictModule around Linear layers and ReLU/Tanh/ELU."""
-    if len(getattr(module, "out_keys", ())) != 1:
-        return None
-    return sequential_plan(getattr(module, "module", None))
+def module_plan(module: nn.Module) -> Plan:
+    """The layers of a single-output ``TensorDictModule``/``ValueOperator`` around an ``MLP`` or
+    ``nn.Sequential`` (``sequential_plan``); ``UnsupportedNetworkError`` for anything else."""
+    check_exact_type(module, (TensorDictModule, ValueOperator))
+    if len(module.out_keys) != 1:
+        raise UnsupportedNetworkError(
+            f"{type(module).__name__} writes {len(module.out_keys)} keys, not 1"
+        )
+    inner = module.module
+    if type(inner) is nn.Sequential and len(module.in_keys) > 1:
+        raise UnsupportedNetworkError("nn.Sequential takes one input but in_keys has several")
+    return sequential_plan(inner)
 
 
-def sequential_plan(inner: nn.Module) -> Plan | None:
-    """``mlp_plan`` for a bare ``nn.Sequential`` of Linear layers and ReLU/Tanh/ELU."""
-    if not isinstance(inner, nn.Sequential):
-        return None
+def sequential_plan(inner: nn.Module) -> Plan:
+    """``[(name, None) for Linear | (name, activation)]`` for an exact ``MLP``/``nn.Sequential`` of
+    biased ``Linear`` layers and ReLU/Tanh/ELU(alpha=1), ending with a ``Linear``."""
+    check_exact_type(inner, (MLP, nn.Sequential))
+    if type(inner) is MLP and inner._reshape_out:
+        raise UnsupportedNetworkError("MLP reshapes its output (out_features is not an int)")
     plan: Plan = []
     for name, layer in inner.named_children():
-        if type(layer) is nn.Linear and layer.bias is not None:
+        if type(layer) is nn.Linear:
+            if layer.bias is None:
+                raise UnsupportedNetworkError("Linear without bias not supported")
             plan.append((name, None))
-        elif type(layer) in _ACTIVATIONS and not (type(layer) is nn.ELU and layer.alpha != 1.0):
+        elif type(layer) in _ACTIVATIONS:
+            if type(layer) is nn.ELU and layer.alpha != 1.0:
+                raise UnsupportedNetworkError(f"ELU(alpha={layer.alpha}) not supported")
             plan.append((name, _ACTIVATIONS[type(layer)]))
         else:
-            return None
-    return plan if plan and plan[-1][1] is None else None
+            check_exact_type(layer, tuple(_ACTIVATIONS))  # names a subclass or the unknown type
+    if not plan or plan[-1][1] is not None:
+        raise UnsupportedNetworkError(f"{type(inner).__name__} does not end with a Linear layer")
+    return plan
 
 
 def mlp_forward(
@@ -87,7 +105,7 @@ def _is_relu_chain(plan: Plan) -> bool:
     )
 
 
-def mlp_forward_fused(
+def mlp_apply(
     plan: Plan,
     params: TensorDictBase,
     x: torch.Tensor,
@@ -96,7 +114,7 @@ def mlp_forward_fused(
     weight_rows: int | None = None,
     grad_rows: int | None = None,
 ) -> torch.Tensor:
-    """``mlp_forward`` for the losses: a ReLU MLP becomes one autograd node (``relu_mlp``).
+    """``mlp_forward`` with row-wise gradient control; a ReLU chain is one fused node (``relu_mlp``).
 
     ``weight_rows=k``: only rows ``[0, k)`` of ``x`` contribute to the parameter gradients; the
     other rows are differentiated with respect to ``x`` only (their parameters act as detached).

@@ -1,0 +1,217 @@
+"""The construction-time proof that a fast evaluator computes what the module computes.
+
+On a random batch (drawn from a private generator: the run's random numbers are untouched) the
+network's own module and the fast evaluator are run under the same seed; their outputs, and the
+gradients of a random linear functional of the outputs with respect to the parameters (and the
+fresh action, for Q), must agree within float tolerance. Any disagreement raises ``UnsupportedNetworkError``
+naming what differed, and the network stays on the reference path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from sac_tr.accel.checks import UnsupportedNetworkError
+
+__all__ = ["probe_batch", "probe_policy", "probe_q", "probe_sampler", "probe_value"]
+
+ROWS = 16  # rows of the probe batch
+RTOL = 1e-4  # |fast - reference| <= RTOL * (1 + max |reference|), per tensor
+_SEED = 12_345
+
+Outputs = Sequence[torch.Tensor]
+
+
+@contextlib.contextmanager
+def _seeded(device: torch.device) -> Iterator[None]:
+    """Run the body on a fixed seed and restore the global random state afterwards."""
+    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(_SEED)
+        yield
+
+
+def probe_batch(widths: dict, like: torch.Tensor) -> TensorDict:
+    """Random inputs ``[ROWS, width]`` for each key, from a private generator; a ``"next"``
+    entry holds a second batch of the same keys."""
+    gen = torch.Generator().manual_seed(_SEED)
+
+    def draw() -> TensorDict:
+        return TensorDict(
+            {k: torch.randn(ROWS, w, generator=gen).to(like) for k, w in widths.items()},
+            batch_size=[ROWS],
+        )
+
+    td = draw()
+    td["next"] = draw()
+    return td
+
+
+def _compare(what: str, reference: Sequence[torch.Tensor | None], fast: Sequence) -> None:
+    for i, (ref, got) in enumerate(zip(reference, fast, strict=True)):
+        if ref is None and got is None:
+            continue
+        ref = torch.zeros_like(got) if ref is None else ref
+        got = torch.zeros_like(ref) if got is None else got
+        if ref.shape != got.shape:
+            raise UnsupportedNetworkError(
+                f"probe: {what} [{i}] has shape {tuple(got.shape)}, not {tuple(ref.shape)}"
+            )
+        error = float((ref.detach() - got.detach()).abs().max()) if ref.numel() else 0.0
+        scale = float(ref.detach().abs().max()) if ref.numel() else 0.0
+        if not error <= RTOL * (1.0 + scale):
+            raise UnsupportedNetworkError(
+                f"probe: {what} [{i}] differs from the module's own by {error:.3g}"
+            )
+
+
+def _agree(
+    what: str,
+    reference: Callable[[], Outputs],
+    fast: Callable[[], Outputs],
+    inputs: Sequence[torch.Tensor],
+    device: torch.device,
+) -> None:
+    """Same seed, same outputs, same gradients with respect to ``inputs``."""
+    results = []
+    for fn in (reference, fast):
+        with _seeded(device):
+            results.append(list(fn()))
+    gen = torch.Generator().manual_seed(_SEED + 1)
+    cotangents = [torch.randn(out.shape, generator=gen).to(out) for out in results[0]]
+    _compare(what, results[0], results[1])
+    grads = []
+    for outs in results:
+        terms = [(o * c).sum() for o, c in zip(outs, cotangents, strict=True) if o.requires_grad]
+        grads.append(
+            torch.autograd.grad(sum(terms), inputs, allow_unused=True)
+            if terms and inputs
+            else [None] * len(inputs)
+        )
+    _compare(f"{what}: gradient", grads[0], grads[1])
+
+
+def _leaves(params: TensorDictBase) -> list[torch.Tensor]:
+    return [p for p in params.values(True, True) if p.requires_grad]
+
+
+def probe_q(loss, evaluator, widths: dict) -> None:
+    """The Q ensemble: every member through ``loss.qvalue_network`` with its own parameters."""
+    module, params = loss.qvalue_network, loss.qvalue_network_params
+    out_key, action_key = loss.tensor_keys.state_action_value, loss.tensor_keys.action
+    first = next(iter(params.values(True, True)))
+    td = probe_batch(widths, first)
+    gen = torch.Generator().manual_seed(_SEED + 2)
+    fresh = torch.randn(td.get(action_key).shape, generator=gen).to(first).requires_grad_()
+
+    def members(action: torch.Tensor | None, p: TensorDictBase) -> torch.Tensor:
+        q_in = td.select(*module.in_keys).copy()
+        if action is not None:
+            q_in.set(action_key, action)
+        out = []
+        for i in range(first.shape[0]):
+            with p[i].to_module(module):
+                out.append(module(q_in.copy()).get(out_key).squeeze(-1))
+        return torch.stack(out)
+
+    inputs = [*_leaves(params), fresh]
+    _agree(
+        "Q values",
+        lambda: [members(None, params)],
+        lambda: [evaluator.values(td, None, params)],
+        inputs,
+        first.device,
+    )
+    _agree(
+        "Q on replayed and fresh actions",
+        lambda: [members(None, params), members(fresh, params.detach())],
+        lambda: evaluator.replayed_and_fresh(td, fresh, params),
+        inputs,
+        first.device,
+    )
+
+
+def probe_value(loss, evaluator, widths: dict) -> None:
+    """The value network through its own forward."""
+    module, params = loss.value_network, loss.value_network_params
+    first = next(iter(params.values(True, True)))
+    td = probe_batch(widths, first)
+
+    def reference() -> Outputs:
+        with params.to_module(module):
+            return [
+                module(td.select(*module.in_keys).copy()).get(loss.tensor_keys.value).squeeze(-1)
+            ]
+
+    _agree(
+        "V values",
+        reference,
+        lambda: [evaluator.values(td, params)],
+        _leaves(params),
+        first.device,
+    )
+
+
+def probe_sampler(loss, sampler, widths: dict) -> None:
+    """The actor's own distribution: ``rsample_and_log_prob`` on the same noise, the pair on
+    ``(s, s')`` in that order, and ``log_prob`` of the sampled action (unsaturated rows)."""
+    actor, params = loss.actor_network, loss.actor_network_params
+    first = next(iter(params.values(True, True)))
+    td = probe_batch(widths, first)
+
+    def dist(batch: TensorDictBase):
+        return actor.get_dist(batch.select(*actor.in_keys).copy())
+
+    def reference_sample(batch: TensorDictBase) -> Outputs:
+        with params.to_module(actor):
+            return dist(batch).rsample_and_log_prob()
+
+    def reference_pair() -> Outputs:
+        action, log_prob = reference_sample(td)
+        with torch.no_grad():
+            return [action, log_prob, *reference_sample(td.get("next"))]
+
+    leaves, device = _leaves(params), first.device
+    _agree(
+        "actor sample",
+        lambda: reference_sample(td),
+        lambda: sampler.sample(td, params),
+        leaves,
+        device,
+    )
+    _agree(
+        "actor sample on (s, s')",
+        reference_pair,
+        lambda: sampler.sample_pair(td, td.get("next"), params),
+        leaves,
+        device,
+    )
+    with _seeded(device):
+        action, log_prob = sampler.sample(td, params)
+    with params.to_module(actor):
+        given = dist(td).log_prob(action.detach())
+    # Only where tanh is well away from +-1: there inverting the action is exact enough to score
+    # it (TanhNormal.log_prob inverts it; the sampler scores its pre-tanh value directly).
+    low, high = sampler.plan.low.to(action), sampler.plan.high.to(action)
+    interior = ((2 * action - high - low) / (high - low)).abs().amax(-1) < 0.99
+    _compare("log-density of a given action", [given[interior]], [log_prob[interior]])
+
+
+def probe_policy(actor: TensorDictModuleBase, policy: TensorDictModuleBase, widths: dict) -> None:
+    """The acting policy against the actor's own forward: the deterministic action and, on the
+    same seed, the sampled one."""
+    first = next(actor.parameters())
+    td = probe_batch(widths, first)
+    key = policy.out_keys[0]
+    for kind in (ExplorationType.DETERMINISTIC, ExplorationType.RANDOM):
+        outs = []
+        for module in (actor, policy):
+            with torch.no_grad(), set_exploration_type(kind), _seeded(first.device):
+                outs.append(module(td.select(*actor.in_keys).copy()).get(key))
+        _compare(f"policy action ({kind.name.lower()})", [outs[0]], [outs[1]])

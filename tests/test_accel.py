@@ -1,0 +1,397 @@
+"""The acceleration layer: a user's network is computed by its own module unless a fast evaluator is
+proven equal to it, and the run says which path each network took.
+
+The reference for every loss here is the loss's equations written out with each network called
+through its own module (autograd through the user's module), independent of both paths.
+"""
+
+import pytest
+import torch
+from helpers import ACT_DIM, HIDDEN, OBS_DIM, action_spec, make_batch
+from tensordict import TensorDict
+from tensordict.nn import NormalParamExtractor
+from torch import nn
+from torchrl.modules import MLP, ValueOperator
+
+from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
+from sac_tr.accel import AccelerationError, accelerate, accelerate_policy
+from sac_tr.accel.critics import MLPQEnsemble, MLPValue
+from sac_tr.accel.squashed_gaussian import SquashedGaussianPlan, SquashedGaussianSampler
+from sac_tr.losses import DeterministicSACLoss, SACv2Loss
+from sac_tr.modules import ClampedLogStdNormalParams, make_deterministic_actor, tanh_normal_actor
+
+ALL_FAST = {"Q": "accelerated", "V": "accelerated", "actor": "accelerated"}
+
+
+# ---------------------------------------------------------------------------- a user's networks
+class ResidualQ(MLP):
+    """A Q-network that subclasses TorchRL's MLP and overrides forward: a skip term and a rescale."""
+
+    def forward(self, *inputs):
+        return 0.5 * super().forward(*inputs) + torch.cat(inputs, -1).sum(-1, keepdim=True)
+
+
+class ScaledMLP(MLP):
+    """An actor trunk that subclasses MLP and overrides forward (its output halved)."""
+
+    def forward(self, *inputs):
+        return 0.5 * super().forward(*inputs)
+
+
+def make_residual_q(observation_dim, action_dim, *, hidden_sizes, activation):
+    """A critic builder for ``critic.target=test_accel.make_residual_q``."""
+    net = ResidualQ(
+        in_features=observation_dim + action_dim,
+        out_features=1,
+        num_cells=list(hidden_sizes),
+        activation_class=activation,
+    )
+    return ValueOperator(net, in_keys=["observation", "action"])
+
+
+def droq_q():
+    """DroQ-style critic: dropout and LayerNorm after every hidden layer."""
+    net = MLP(
+        in_features=OBS_DIM + ACT_DIM,
+        out_features=1,
+        num_cells=list(HIDDEN),
+        dropout=0.2,
+        norm_class=nn.LayerNorm,
+        norm_kwargs={"normalized_shape": HIDDEN[0]},
+    )
+    return ValueOperator(net, in_keys=["observation", "action"])
+
+
+def layernorm_value():
+    net = MLP(
+        in_features=OBS_DIM,
+        out_features=1,
+        num_cells=list(HIDDEN),
+        norm_class=nn.LayerNorm,
+        norm_kwargs={"normalized_shape": HIDDEN[0]},
+    )
+    return ValueOperator(net, in_keys=["observation"])
+
+
+def hooked_value():
+    """make_value's network with a forward hook that rescales its output."""
+    value = make_value(OBS_DIM, hidden_sizes=HIDDEN)
+    value.module.register_forward_hook(lambda module, args, out: 3.0 * out - 1.0)
+    return value
+
+
+def hand_built_actor(trunk=MLP, head=None):
+    """An MLP and a normal-parameter head in TorchRL's standard squashed-Gaussian assembly."""
+    net = nn.Sequential(
+        trunk(in_features=OBS_DIM, out_features=2 * ACT_DIM, num_cells=list(HIDDEN)),
+        head or NormalParamExtractor(),
+    )
+    return tanh_normal_actor(net, action_spec())
+
+
+def hand_built_q():
+    net = MLP(in_features=OBS_DIM + ACT_DIM, out_features=1, num_cells=list(HIDDEN))
+    return ValueOperator(net, in_keys=["observation", "action"])
+
+
+def hand_built_value():
+    return ValueOperator(MLP(in_features=OBS_DIM, out_features=1, num_cells=list(HIDDEN)))
+
+
+def build(version, actor=None, q=None, value=None, seed=0):
+    torch.manual_seed(seed)
+    actor = actor or make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+    q = q or make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    if version == "deterministic":
+        actor = make_deterministic_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+        loss = DeterministicSACLoss(actor, q, value or make_value(OBS_DIM, hidden_sizes=HIDDEN))
+    elif version == "v1":
+        loss = SACv1Loss(actor, q, value or make_value(OBS_DIM, hidden_sizes=HIDDEN), alpha=0.7)
+    else:
+        loss = SACv2Loss(actor, q, alpha_init=0.7, reward_scale=2.0)
+    loss.make_value_estimator(gamma=0.9)
+    return loss
+
+
+# ---------------------------------------------------------------------------- the reference
+def _own(module, params, td):
+    """The module's own forward with ``params``, on a copy of ``td``."""
+    with params.to_module(module):
+        return module(td.copy())
+
+
+def q_members(loss, params, td, action=None):
+    """``[N, B]``: each Q-function through the user's module with its own parameters."""
+    module = loss.qvalue_network
+    q_in = td.select(*module.in_keys, strict=False).copy()
+    if action is not None:
+        q_in.set("action", action)
+    return torch.stack(
+        [
+            _own(module, params[i], q_in)["state_action_value"].squeeze(-1)
+            for i in range(loss.num_qvalue_nets)
+        ]
+    )
+
+
+def reference_losses(loss, td):
+    """The loss's equations (v1 eqs. 5, 7, 8, 12; v2 as its docstring) with every network called
+    through its own module."""
+    actor, actor_params = loss.actor_network, loss.actor_network_params
+
+    def sample(batch):
+        if not hasattr(actor, "get_dist"):  # the deterministic variant: mu(s), no entropy
+            action = _own(actor, actor_params, batch.select(*actor.in_keys))["action"]
+            return action, action.new_zeros(action.shape[:-1])
+        with actor_params.to_module(actor):
+            return actor.get_dist(batch.select(*actor.in_keys).copy()).rsample_and_log_prob()
+
+    v1 = isinstance(loss, SACv1Loss)
+    action, log_prob = sample(td)
+    if not v1:
+        with torch.no_grad():
+            next_action, next_log_prob = sample(td["next"])
+    alpha = loss.alpha.detach()
+    q_pred = q_members(loss, loss.qvalue_network_params, td)
+    min_q_fresh = q_members(loss, loss.qvalue_network_params.detach(), td, action).min(0).values
+    out = {"loss_actor": (alpha * log_prob - min_q_fresh).mean()}
+    reward, terminated = td["next", "reward"].squeeze(-1), td["next", "terminated"].squeeze(-1)
+    bootstrap = loss.discount * (~terminated).float()
+    if v1:
+        v_net = loss.value_network
+        v = _own(v_net, loss.value_network_params, td)["state_value"].squeeze(-1)
+        target = (min_q_fresh - alpha * log_prob).detach()
+        out["loss_value"] = 0.5 * (v - target).pow(2).mean()
+        with torch.no_grad():
+            next_v = _own(v_net, loss.target_value_network_params, td["next"])["state_value"]
+            q_hat = loss.reward_scale * reward + bootstrap * next_v.squeeze(-1)
+    else:
+        with torch.no_grad():
+            params = loss.target_qvalue_network_params
+            next_q = q_members(loss, params, td["next"], next_action).min(0).values
+            q_hat = loss.reward_scale * reward + bootstrap * (next_q - alpha * next_log_prob)
+        out["loss_alpha"] = (-loss.log_alpha * (log_prob.detach() + loss.target_entropy)).mean()
+    out["loss_qvalue"] = 0.5 * (q_pred - q_hat).pow(2).mean(1).sum()
+    return out
+
+
+def assert_matches_the_modules(loss, seed=3):
+    """The loss's values and parameter gradients equal the reference's, on the same noise."""
+    td = make_batch(batch=7)
+    torch.manual_seed(seed)
+    got = loss(td.clone())
+    torch.manual_seed(seed)
+    want = reference_losses(loss, td.clone())
+    params = [p for p in loss.parameters() if p.requires_grad]
+    grads = [
+        torch.autograd.grad(sum(out[k] for k in want), params, allow_unused=True)
+        for out in (got, want)
+    ]
+    for key, value in want.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-5, msg=key)
+    for g, w in zip(*grads, strict=True):
+        g = torch.zeros_like(w) if g is None else g
+        w = torch.zeros_like(g) if w is None else w
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- the scenarios
+@pytest.mark.parametrize("version", ["v1", "v2", "deterministic"])
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_default_networks_match_their_modules_on_both_paths(version, mode):
+    loss = build(version)
+    paths = accelerate(loss, mode)
+    expected = {k: v for k, v in ALL_FAST.items() if version != "v2" or k != "V"}
+    if version == "deterministic":
+        expected["actor"] = "reference path (TensorDictSequential is a deterministic actor)"
+    if mode == "off":
+        expected = dict.fromkeys(expected, "reference path (accelerate=off)")
+    assert paths == expected
+    assert_matches_the_modules(loss)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_q_that_subclasses_mlp_and_overrides_forward_runs_its_own_forward(version):
+    loss = build(
+        version, q=make_residual_q(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN, activation=nn.ReLU)
+    )
+    paths = accelerate(loss)
+    assert paths["Q"] == "reference path (ResidualQ overrides forward)"
+    assert paths["actor"] == "accelerated" and loss.q_evaluator is None
+    assert_matches_the_modules(loss)
+    with pytest.raises(
+        AccelerationError, match=r"Q \(ValueOperator\).*ResidualQ overrides forward"
+    ):
+        accelerate(loss, "on")
+
+
+def test_a_layernorm_dropout_q_takes_vmap_with_its_own_dropout_masks_per_member():
+    loss = build("v2", q=droq_q())
+    assert accelerate(loss)["Q"] == "reference path (Dropout not supported)"
+    q = loss.qvalue_network  # loss.eval() does not reach it: LossModule hides its networks
+    q.eval()  # dropout off: the loss must equal the module's own forward exactly
+    assert_matches_the_modules(loss)
+    q.train()
+    with torch.no_grad():  # both members identical: only their dropout masks can differ
+        for leaf in loss.qvalue_network_params.values(True, True):
+            leaf[1].copy_(leaf[0])
+    td = make_batch(batch=64)
+    params = loss.qvalue_network_params
+    q_train = loss._q_values(td, None, params)
+    assert not torch.equal(q_train[0], q_train[1])  # each member draws its own masks
+    q.eval()
+    q_eval = loss._q_values(td, None, params)
+    torch.testing.assert_close(q_eval[0], q_eval[1])
+    assert not torch.allclose(q_train[0], q_eval[0])  # dropout acted in train mode
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [(hooked_value, "MLP has a forward hook"), (layernorm_value, "LayerNorm not supported")],
+)
+def test_a_custom_value_network_runs_its_own_forward(make, reason):
+    loss = build("v1", value=make())
+    paths = accelerate(loss)
+    assert paths == {**ALL_FAST, "V": f"reference path ({reason})"}
+    assert loss.value_evaluator is None
+    assert_matches_the_modules(loss)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_custom_actor_is_sampled_through_its_own_distribution(version):
+    actor = hand_built_actor(trunk=ScaledMLP, head=ClampedLogStdNormalParams())  # make_actor's head
+    loss = build(version, actor=actor)
+    assert accelerate(loss)["actor"] == "reference path (ScaledMLP overrides forward)"
+    assert loss.actor_sampler is None
+    assert_matches_the_modules(loss)
+    policy, path = accelerate_policy(actor)
+    assert policy is actor and path == "reference path (ScaledMLP overrides forward)"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_hand_built_torchrl_blocks_are_accelerated_and_equal(version):
+    actor = hand_built_actor()
+    loss = build(version, actor=actor, q=hand_built_q(), value=hand_built_value())
+    expected = {k: v for k, v in ALL_FAST.items() if version == "v1" or k != "V"}
+    assert accelerate(loss) == expected
+    assert_matches_the_modules(loss)
+    policy, path = accelerate_policy(actor)
+    assert path == "accelerated" and policy is not actor
+    td = TensorDict(observation=torch.randn(5, OBS_DIM), batch_size=[5])
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    for kind in (ExplorationType.RANDOM, ExplorationType.DETERMINISTIC):
+        actions = []
+        for module in (actor, policy):
+            torch.manual_seed(4)
+            with torch.no_grad(), set_exploration_type(kind):
+                actions.append(module(td.clone())["action"])
+        torch.testing.assert_close(actions[1], actions[0])
+
+
+def _hook(module, args, out):
+    return out
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda q: q.module.register_forward_hook(_hook), "MLP has a forward hook"),
+        (lambda q: q.register_forward_hook(_hook), "ValueOperator has a forward hook"),
+        (
+            lambda q: q.module[0].register_forward_pre_hook(lambda m, a: a),
+            "Linear has a forward pre-hook",
+        ),
+        (
+            lambda q: nn.utils.parametrizations.weight_norm(q.module[0]),
+            "ParametrizedLinear has a parametrization",
+        ),
+    ],
+)
+def test_hooks_and_parametrizations_keep_the_reference_path(tamper, reason):
+    q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    tamper(q)
+    loss = build("v1", q=q)
+    assert accelerate(loss)["Q"] == f"reference path ({reason})"
+    assert_matches_the_modules(loss)
+    with pytest.raises(AccelerationError, match=reason):
+        accelerate(loss, "on")
+
+
+def _wrong(method, scale=1.01):
+    def wrong(self, *args):
+        out = method(self, *args)
+        return tuple(scale * o for o in out) if isinstance(out, tuple) else scale * out
+
+    return wrong
+
+
+@pytest.mark.parametrize(
+    ("cls", "method", "network"),
+    [
+        (MLPQEnsemble, "values", "Q"),
+        (MLPQEnsemble, "replayed_and_fresh", "Q"),
+        (MLPValue, "values", "V"),
+        (SquashedGaussianSampler, "sample", "actor"),
+        (SquashedGaussianSampler, "sample_pair", "actor"),
+    ],
+)
+def test_a_fast_evaluator_that_disagrees_with_the_module_is_not_installed(
+    monkeypatch, cls, method, network
+):
+    monkeypatch.setattr(cls, method, _wrong(getattr(cls, method)))
+    loss = build("v1")
+    paths = accelerate(loss)
+    assert paths[network].startswith("reference path (probe: ")
+    assert {k: v for k, v in paths.items() if k != network} == {
+        k: v for k, v in ALL_FAST.items() if k != network
+    }
+    attr = {"Q": "q_evaluator", "V": "value_evaluator", "actor": "actor_sampler"}[network]
+    assert getattr(loss, attr) is None
+    assert_matches_the_modules(loss)
+
+
+def test_a_fast_policy_that_disagrees_with_the_actor_is_not_installed(monkeypatch):
+    actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+    monkeypatch.setattr(SquashedGaussianPlan, "loc_scale", _wrong(SquashedGaussianPlan.loc_scale))
+    policy, path = accelerate_policy(actor)
+    assert policy is actor and path.startswith("reference path (probe: policy action")
+
+
+def test_the_clamped_head_and_the_loss_overrides_are_read_exactly():
+    class MyLoss(SACv1Loss):
+        def _state_values(self, td, params):
+            return 2 * super()._state_values(td, params)
+
+    torch.manual_seed(0)
+    actor = hand_built_actor(head=ClampedLogStdNormalParams((-5.0, 1.0)))
+    loss = MyLoss(actor, make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN), make_value(OBS_DIM))
+    assert accelerate(loss) == {**ALL_FAST, "V": "reference path (MyLoss overrides _state_values)"}
+
+
+def test_the_recipe_reports_and_enforces_the_path(capsys, tmp_path):
+    from test_agent import _cfg
+    from test_recipe import make_cfg
+
+    from sac_tr.agent import make_agent
+    from sac_tr.config import ConfigError, validate_config
+    from sac_tr.envs import make_env
+    from sac_tr.train import train
+
+    residual = "critic.target=test_accel.make_residual_q"
+    agent = make_agent(make_env("Pendulum-v1"), _cfg(residual), torch.device("cpu"))
+    assert agent.paths == {
+        "Q": "reference path (ResidualQ overrides forward)",
+        "V": "accelerated",
+        "actor": "accelerated",
+        "policy": "accelerated",
+    }
+    with pytest.raises(AccelerationError, match="ResidualQ overrides forward"):
+        make_agent(make_env("Pendulum-v1"), _cfg(residual, "accelerate=on"), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="accelerate='fast'"):
+        validate_config(_cfg("accelerate=fast"))
+    capsys.readouterr()
+    train(make_cfg("total_frames=100", "logger=none", "accelerate=off"), tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    for network in ("Q", "V", "actor", "policy"):
+        assert f"{network}: reference path (accelerate=off)" in lines
