@@ -18,7 +18,7 @@ __all__ = ["help_config", "help_text"]
 # Groups added with '+' that a user picks (the others in configs/ belong to other recipes or are
 # picked by an experiment: evaluate, tabular, fig2_variant, fig3c_target).
 ADD_ON_GROUPS = {
-    "experiment": "the paper's figures as sweeps (+experiment=fig1 ...)",
+    "experiment": "sweeps: the paper's figures (fig1 ...) and the README's suite",
     "sweep": "run a -m sweep's jobs in parallel here or on SLURM (+sweep=local, +sweep=slurm)",
 }
 
