@@ -203,7 +203,9 @@ def test_default_networks_match_their_modules_on_both_paths(version, mode):
     paths = accelerate(loss, mode)
     expected = {k: v for k, v in ALL_FAST.items() if version != "v2" or k != "V"}
     if version == "deterministic":
-        expected["actor"] = "reference path (TensorDictSequential is a deterministic actor)"
+        expected["actor"] = (
+            "reference path (TensorDictSequential has no action distribution (get_dist))"
+        )
     if mode == "off":
         expected = dict.fromkeys(expected, "reference path (accelerate=off)")
     assert paths == expected

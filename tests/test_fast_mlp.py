@@ -67,4 +67,7 @@ def test_fast_acting_policy_is_the_actor_by_hand_and_follows_its_updates():
             for p in actor.parameters():
                 p.add_(0.5)  # an optimizer step, in place: the policy must act with it at once
     policy, path = accelerate_policy(actor.module[0])  # not a squashed-Gaussian actor
-    assert policy is actor.module[0] and path == "reference path (TensorDictModule not supported)"
+    assert (
+        policy is actor.module[0]
+        and path == "reference path (TensorDictModule has no action distribution (get_dist))"
+    )

@@ -75,7 +75,9 @@ def _not_overridden(loss: LossModule, base: type, methods: tuple[str, ...]) -> N
 
 def _actor_plan(actor: TensorDictModuleBase) -> SquashedGaussianPlan:
     if not hasattr(actor, "get_dist"):
-        raise UnsupportedNetworkError(f"{type(actor).__name__} is a deterministic actor")
+        raise UnsupportedNetworkError(
+            f"{type(actor).__name__} has no action distribution (get_dist)"
+        )
     check_readable(actor)
     plan = squashed_gaussian_plan(actor)
     if len(plan.in_keys) != 1:
