@@ -18,12 +18,14 @@ from sac_tr.agent import make_agent
 from sac_tr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
+from sac_tr.threads import ThreadGovernor
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @hydra.main(config_path="../configs/evaluate", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    ThreadGovernor(cfg.threads)  # auto: the cores not busy with other processes
     try:
         path = find_checkpoint(cfg.checkpoint)
         state = load_checkpoint(path, map_location=cfg.device)
@@ -44,7 +46,13 @@ def main(cfg: DictConfig) -> None:
         video_path = Path(
             cfg.video_path or path.parent.parent / "videos" / f"playback_{state['frames']:09d}.mp4"
         )
-        video_env = make_env(train_cfg.env.id, seed=cfg.seed, from_pixels=True)
+        video_env = make_env(
+            train_cfg.env.id,
+            seed=cfg.seed,
+            from_pixels=True,
+            render_size=train_cfg.eval.get("video_size"),  # as the run's own videos
+            render_effects=train_cfg.eval.get("video_effects", True),
+        )
         episode_return = record_video(video_env, agent.actor, video_path, cfg.max_steps)
         print(f"video: {video_path} (return {episode_return:.1f})")
 

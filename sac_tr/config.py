@@ -19,6 +19,7 @@ from sac_tr.components import (
     resolve_actor_kind,
 )
 from sac_tr.envs import check_env_id
+from sac_tr.schema import config_schema, default_config_dir, unknown_keys
 from sac_tr.tracking import BACKENDS, WANDB_MODES
 
 __all__ = ["ConfigError", "validate_config"]
@@ -56,15 +57,27 @@ def _positive_float(problems: list[str], key: str, value: Any) -> None:
 
 
 def _check_device(problems: list[str], device: Any, key: str = "device") -> None:
+    """A known device name, and one this machine has (a CUDA device needs a CUDA build of torch
+    and a visible GPU)."""
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
         problems.append(f"{key}={device!r}: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
     elif device.startswith("cuda") and not torch.cuda.is_available():
-        problems.append(f"{key}={device}: CUDA is not available here; use {key}=auto or cpu.")
-    elif device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        problems.append(
-            f"{key}={device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}."
+        why = (
+            "this torch is a CPU-only build: install a CUDA build of torch to use a GPU"
+            if torch.version.cuda is None
+            else "no CUDA GPU is visible: check nvidia-smi and CUDA_VISIBLE_DEVICES"
         )
+        problems.append(
+            f"{key}={device}: CUDA is not available here; use {key}=auto or cpu ({why})."
+        )
+    elif device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        problems.append(
+            f"{key}={device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
+            f"use one of them or {key}=cuda."
+        )
+    elif device == "mps" and not torch.backends.mps.is_available():
+        problems.append(f"{key}=mps: MPS (Apple GPU) is not available here; use {key}=auto or cpu.")
 
 
 def _check_cudagraphs(problems: list[str], cfg: DictConfig) -> None:
@@ -90,9 +103,17 @@ def _check_buffer_device(problems: list[str], buffer: DictConfig) -> None:
         )
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Check every value the training run reads; raise one ``ConfigError`` listing all problems."""
+def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None) -> None:
+    """Check every value the training run reads, and that ``cfg`` holds no key the recipe does
+    not know (``+batchsize=512``); raise one ``ConfigError`` listing all problems.
+
+    ``config_dir``: (directory, primary config name) the schema is read from; by default the
+    running hydra app's, or this repository's ``configs/sac_mujoco.yaml``.
+    """
     problems: list[str] = []
+    source = config_dir or default_config_dir()
+    if source is not None:
+        problems += unknown_keys(cfg, config_schema(*source))
     try:
         check_env_id(cfg.env.id)
     except ValueError as err:
@@ -212,17 +233,22 @@ def validate_config(cfg: DictConfig) -> None:
         "collector.asynchronous",
         "collector.act_in_train_mode",
         "progress",
+        "eval.video_effects",
     ):
         if not isinstance(cfg_get(cfg, key), bool):
             problems.append(f"{key}={cfg_get(cfg, key)!r}: must be true or false.")
     _positive_int(problems, "checkpoint.keep", cfg.checkpoint.keep)
+    if cfg.eval.video_size is not None:
+        _positive_int(problems, "eval.video_size", cfg.eval.video_size)
     if cfg.get("accelerate", "auto") not in ACCELERATE_MODES:
         problems.append(
             f"accelerate={cfg.accelerate!r}: must be one of {', '.join(ACCELERATE_MODES)} "
             "(auto: fast evaluators where proven equal; on: require them; off: none)."
         )
-    if cfg.threads is not None:
+    if cfg.threads not in ("auto", None):
         _positive_int(problems, "threads", cfg.threads)
+        if problems and problems[-1].startswith("threads="):
+            problems[-1] = problems[-1][:-1] + ", 'auto' or null."
     if cfg.resume not in (None, "auto") and not Path(str(cfg.resume)).exists():
         problems.append(
             f"resume={cfg.resume!r}: no such file or directory (give a checkpoint file, a run directory, or auto)."

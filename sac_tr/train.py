@@ -6,6 +6,7 @@ buffer, logger, counters) and does each step's bookkeeping in one small method.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -16,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sac_tr.agent import make_agent, update
 from sac_tr.checkpoint import (
@@ -48,6 +50,7 @@ from sac_tr.run_dirs import (
     trim_eval_csv,
 )
 from sac_tr.signals import StopOnSignal
+from sac_tr.threads import ThreadGovernor
 from sac_tr.tracking import EvalCSV, log_metrics, log_video_file, make_logger
 
 __all__ = ["Counters", "TrainSummary", "TrainingRun", "resolve_device", "train"]
@@ -87,6 +90,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+_CONSOLE_LOGGERS = [
+    logging.getLogger(),
+    logging.getLogger("torchrl"),
+]  # torchrl's does not propagate
+
+
 def _crossed(frames: int, new_frames: int, every: int) -> bool:
     """True when the frame counter passed a multiple of ``every`` in the last batch."""
     return frames // every > (frames - new_frames) // every
@@ -111,7 +120,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         if checkpoint_frames(path) >= cfg.total_frames:
             return finished_summary(resumed[0], run_dir, path)
     run = TrainingRun(cfg, run_dir, resumed)
-    with StopOnSignal() as stop:  # Ctrl-C / SIGTERM: finish this step, checkpoint, return
+    # Ctrl-C / SIGTERM: finish this step, checkpoint, return. Log lines (torchrl's INFO, the
+    # user's) are written above the progress bar instead of through it.
+    with StopOnSignal() as stop, logging_redirect_tqdm(loggers=_CONSOLE_LOGGERS):
         for batch in run.collector or ():
             new_frames = run.store(batch)  # a_t ~ pi(.|s_t), s_t+1 ~ p;  D <- D u {(s, a, r, s')}
             run.learn(new_frames)  # V_psi, pi_phi, Q_theta_i steps, then psibar <- tau psi + ...
@@ -169,8 +180,7 @@ class TrainingRun:
         self, cfg: DictConfig, run_dir: Path, resumed: tuple[dict, Path] | None = None
     ) -> None:
         self.cfg = cfg
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        self.threads = ThreadGovernor(cfg.threads)  # auto: cores not busy with other processes
         self.device = resolve_device(cfg.device)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -326,13 +336,15 @@ class TrainingRun:
         metrics = {f"train/{k}": v.float().mean() for k, v in means.items()}
         metrics["charts/frames_per_second"] = self._frames_per_second()
         metrics["charts/updates"] = self.counters.updates
+        metrics["charts/threads"] = self.threads.threads
         metrics["charts/skipped_updates"] = self.counters.skipped_updates
         metrics["charts/skipped_transitions"] = self.counters.skipped_transitions
         log_metrics(self.logger, metrics, self.counters.frames)
         self.losses_sum, self.losses_count = None, 0
 
     def evaluate(self) -> None:
-        """Evaluate the deterministic policy; append to eval.csv; record a video when due."""
+        """Evaluate the deterministic policy; append to eval.csv; record a video when due (every
+        ``eval.video_every`` evaluations from the first, and at the last frame)."""
         cfg, c = self.cfg, self.counters
         row = {}
         # The deterministic policy; with eval.stochastic, the same policy sampling its actions
@@ -358,9 +370,16 @@ class TrainingRun:
             **row,
         )
         log_metrics(self.logger, {f"eval/{k}": v for k, v in row.items()}, c.frames)
-        if cfg.eval.video_every and (c.evals - 1) % cfg.eval.video_every == 0:
+        final = c.frames >= cfg.total_frames  # always show the policy that learned
+        if cfg.eval.video_every and ((c.evals - 1) % cfg.eval.video_every == 0 or final):
             if self.video_env is None:
-                self.video_env = make_env(cfg.env.id, seed=cfg.seed + 20_000, from_pixels=True)
+                self.video_env = make_env(
+                    cfg.env.id,
+                    seed=cfg.seed + 20_000,
+                    from_pixels=True,
+                    render_size=cfg.eval.video_size,
+                    render_effects=cfg.eval.video_effects,
+                )
             video = self.run_dir / "videos" / f"eval_{c.frames:09d}.mp4"
             record_video(self.video_env, self.agent.actor, video, cfg.eval.max_steps)
             log_video_file(self.logger, "eval/video", video, c.frames)
@@ -399,11 +418,13 @@ class TrainingRun:
         return self.checkpoint_path
 
     def show_progress(self, new_frames: int) -> None:
+        self.threads.update()  # threads=auto: every few seconds, follow the cores left free
         self.progress.update(new_frames)
         self.progress.set_postfix(
             sps=f"{self._frames_per_second():.0f}",
             updates=self.counters.updates,
             eval=f"{self.last_eval:.1f}",
+            threads=self.threads.threads,
             refresh=False,
         )
 

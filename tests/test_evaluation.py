@@ -83,3 +83,28 @@ def test_a_cpu_actor_evaluates_without_touching_any_gpu(monkeypatch):
     actor = make_actor(env.action_spec, 3, hidden_sizes=(16,))
     evaluate(env, actor, episodes=1, max_steps=5, seed=0, stochastic=True)
     assert touched == []
+
+
+def test_cheap_video_frames_keep_the_physics_and_take_the_asked_size():
+    # MuJoCo's InvertedPendulum: 64 x 64 frames without shadows and reflections; the same
+    # actions from the same seed give the same observations as an environment that renders nothing.
+    from sac_tr.envs import make_env
+
+    plain = make_env("InvertedPendulum-v5", seed=3)
+    video = make_env(
+        "InvertedPendulum-v5", seed=3, from_pixels=True, render_size=64, render_effects=False
+    )
+    model = video.base_env._env.unwrapped.model
+    assert not model.light_castshadow.any() and not model.mat_reflectance.any()
+    a, b = plain.reset(), video.reset()
+    assert b["pixels"].shape == (64, 64, 3)
+    for step in range(10):
+        action = torch.full((1,), 0.3 * (-1) ** step)
+        a = plain.step(a.set("action", action))["next"]
+        b = video.step(b.set("action", action))["next"]
+        assert torch.equal(a["observation"], b["observation"])
+        a, b = (
+            a.exclude("reward", "done", "terminated", "truncated"),
+            b.exclude("reward", "done", "terminated", "truncated"),
+        )
+    assert b["pixels"].shape == (64, 64, 3) and b["pixels"].float().std() > 0

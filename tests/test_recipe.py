@@ -46,8 +46,9 @@ def test_short_run_writes_eval_csv_checkpoint_and_video(tmp_path, device):
     assert [int(r.split(",")[1]) for r in rows[1:]] == [1, 101, 201]
     assert (tmp_path / "csv").is_dir()
     videos = sorted((tmp_path / "videos").glob("*.mp4"))
-    assert [v.name for v in videos] == ["eval_000000100.mp4"]  # evals 1, 4, 7, ... record
-    assert videos[0].stat().st_size > 1000
+    # evals 1, 4, 7, ... record, and always the last one: the policy that learned
+    assert [v.name for v in videos] == ["eval_000000100.mp4", "eval_000000300.mp4"]
+    assert all(v.stat().st_size > 1000 for v in videos)
     state = load_checkpoint(tmp_path)
     assert state["frames"] == 300 and state["updates"] == 201
     assert set(state["loss"]) >= {"target_value_network_params.module.0.weight"}

@@ -1,0 +1,88 @@
+"""Bad input is refused before anything is built: keys the recipe does not know, devices this
+machine does not have."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from sac_tr.config import ConfigError, validate_config
+from sac_tr.schema import config_schema, unknown_keys
+from sac_tr.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = (ROOT / "configs", "sac_mujoco")
+
+
+def make_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="sac_mujoco", overrides=["env=pendulum", *overrides])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+batchsize=512", r"batchsize: not a key of this recipe \(did you mean batch_size\?\)"),
+        ("+eval.vidoe_every=2", r"eval.vidoe_every: .*did you mean eval.video_every\?"),
+        ("+loss.alpha_int=0.5", r"loss.alpha_int: .*did you mean loss.alpha_init\?"),
+        ("+zzz=1", r"zzz: not a key of this recipe \(no such key here\)"),
+    ],
+)
+def test_an_added_key_the_recipe_does_not_know_is_refused_before_building(
+    override, message, tmp_path
+):
+    with pytest.raises(ConfigError, match=message):
+        train(make_cfg(override, "logger=csv"), tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing built, nothing written
+
+
+def test_every_shipped_choice_and_a_users_kwargs_pass_the_key_check():
+    schema = config_schema(*CONFIGS)
+    for overrides in (
+        (),
+        ("loss=sac_v2", "actor=tanh_normal", "target_update=hard", "logger=none"),
+        ("loss=td3", "actor=deterministic", "+loss.kwargs.my_arg=3", "+actor.kwargs.width=7"),
+        ("+experiment=fig2", "+fig2_variant=deterministic"),
+        ("+experiment=fig3c", "+fig3c_target=hard_1000"),
+        *[(f"+{p.parent.name}={p.stem}",) for p in sorted(ROOT.glob("configs/experiment/*.yaml"))],
+        *[(f"+sweep={p.stem}",) for p in sorted(ROOT.glob("configs/sweep/*.yaml"))],
+    ):
+        assert unknown_keys(make_cfg(*overrides), schema) == [], overrides
+
+
+def test_a_key_added_to_a_config_file_is_known_without_code_changes(tmp_path):
+    (tmp_path / "env").mkdir()
+    (tmp_path / "main.yaml").write_text("defaults:\n  - env: a\n  - _self_\nseed: 0\n")
+    (tmp_path / "env" / "a.yaml").write_text("id: A\n")
+    (tmp_path / "env" / "b.yaml").write_text("id: B\nnew_knob: 1\n")
+    schema = config_schema(tmp_path, "main")
+    assert schema == {"seed": None, "env": {"id": None, "new_knob": None}}
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:1"])
+def test_cuda_on_a_machine_without_it_is_refused_with_the_fix(device, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(
+        ConfigError, match=f"device={device}: CUDA is not available here; use device=auto or cpu"
+    ):
+        validate_config(make_cfg(f"device={device}"), CONFIGS)
+
+
+def test_a_cuda_device_number_beyond_those_present_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"device=cuda:1: this machine has 1 CUDA device.*cuda:0"):
+        validate_config(make_cfg("device=cuda:1"), CONFIGS)
+    validate_config(make_cfg("device=cuda:0"), CONFIGS)  # the one it has is accepted
+
+
+@pytest.mark.parametrize("threads", ["auto", "null", "2"])
+def test_thread_settings_accepted(threads):
+    validate_config(make_cfg(f"threads={threads}"), CONFIGS)
+
+
+def test_a_bad_thread_setting_names_the_choices():
+    with pytest.raises(ConfigError, match=r"threads='many': must be a positive integer, 'auto'"):
+        validate_config(make_cfg("threads=many"), CONFIGS)
