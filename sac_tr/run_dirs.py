@@ -24,8 +24,9 @@ __all__ = [
     "trim_eval_csv",
 ]
 
-# The keys a resumed run may change: extend the frame budget; ``resume`` itself.
-RESUMABLE_KEYS = ("total_frames", "resume")
+# The keys a resumed run may change: the frame budget, ``resume`` itself, and how the process runs
+# (torch threads, the progress bar), which never changes what is learned.
+RESUMABLE_KEYS = ("total_frames", "resume", "threads", "progress")
 
 
 def resolve_resume(resume: str | None, run_dir: str | os.PathLike) -> Path | None:
@@ -64,14 +65,16 @@ def config_differences(
     saved_yaml: str, cfg: DictConfig, ignore: tuple[str, ...] = RESUMABLE_KEYS
 ) -> list[str]:
     """The dotted keys whose values differ between a checkpoint's saved configuration and ``cfg``
-    (a key present on one side only counts), leaving out ``ignore``. Both sides are compared as
-    written, before interpolations are resolved, as the checkpoint stores them."""
+    (a key present on one side only counts), leaving out ``ignore`` (dotted keys, each with what is
+    below it). Both sides are compared as written, before interpolations are resolved, as the
+    checkpoint stores them."""
     saved = _flatten(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=False))
     new = _flatten(OmegaConf.to_container(cfg, resolve=False))
     return sorted(
         key
         for key in saved.keys() | new.keys()
-        if key.split(".")[0] not in ignore and saved.get(key, _MISSING) != new.get(key, _MISSING)
+        if not any(key == top or key.startswith(f"{top}.") for top in ignore)
+        and saved.get(key, _MISSING) != new.get(key, _MISSING)
     )
 
 

@@ -143,7 +143,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
 
 def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
     """Refuse to continue a run under another configuration: only ``total_frames`` (and
-    ``resume``) may change, anything else would splice two experiments into one curve."""
+    ``resume``, ``threads``, ``progress``) may change, anything else would splice two experiments
+    into one curve."""
     differing = config_differences(state["config"], cfg)
     if differing:
         saved = OmegaConf.create(state["config"])
@@ -153,7 +154,7 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
         ]
         raise ConfigError(
             f"Cannot resume from {path}: the run was started with another configuration "
-            f"({len(differing)} key(s) differ; only total_frames may change):\n"
+            f"({len(differing)} key(s) differ; only total_frames, threads and progress may change):\n"
             + "\n".join(lines)
             + "\nRerun with the saved values, or give the new configuration its own run directory."
         )

@@ -53,6 +53,7 @@ def test_config_differences_by_hand():
 
     new = OmegaConf.create({"a": 1, "b": {"c": 3}, "e": 1, "total_frames": 9, "resume": "auto"})
     assert config_differences(saved, new) == ["b.c", "b.d", "e"]
+    assert config_differences(saved, new, ignore=("b.d", "e")) == ["b.c", "resume", "total_frames"]
 
 
 def test_resume_keeps_wall_time_last_eval_and_drops_evaluations_after_the_checkpoint(tmp_path):
