@@ -268,47 +268,26 @@ def run_ours(name: str, preset: dict, seed: int, out_dir: Path, extra: list[str]
 
 
 def run_sb3(name: str, preset: dict, seed: int, out_dir: Path) -> dict:
-    out = out_dir / f"sb3_seed{seed}.json"
-    cmd = [sys.executable, __file__, name, "--sb3-worker", str(seed), "--out", str(out)]
+    """SB3 SAC (its defaults plus the preset's kwargs) through ``benchmarks/sb3_sac.py``, which
+    evaluates it with our ``evaluate`` exactly as the recipe evaluates ours."""
+    run_dir = out_dir / f"sb3_seed{seed}"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "sb3_sac.py"),
+        preset["id"],
+        f"--seed={seed}",
+        f"--frames={preset['frames']}",
+        f"--eval-every={preset['eval_every']}",
+        f"--checkpoint-every={preset['frames']}",
+        f"--dir={run_dir}",
+        f"--kwargs={json.dumps(preset['sb3'])}",
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.perf_counter() - start
-    curve = {int(k): v for k, v in json.loads(out.read_text()).items()}
+    with (run_dir / "eval.csv").open() as f:
+        curve = {int(r["frames"]): float(r["return_mean"]) for r in csv.DictReader(f)}
     return {"lib": "sb3", "seed": seed, "curve": curve, "wall_s": wall}
-
-
-def sb3_worker(name: str, seed: int, out: Path) -> None:
-    """Train Stable-Baselines3 SAC (its defaults plus the preset's kwargs) and evaluate it like ours."""
-    import gymnasium as gym
-    import numpy as np
-    import torch
-    from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    torch.set_num_threads(1)
-    preset = PRESETS[name]
-    eval_env = gym.make(preset["id"])
-    eval_env.reset(seed=seed + 10_000)
-    curve: dict[int, float] = {}
-
-    class Evaluate(BaseCallback):
-        def _on_step(self) -> bool:
-            if self.num_timesteps % preset["eval_every"] == 0:
-                eval_env.reset(seed=seed + 10_000)  # the same initial states at every evaluation
-                returns, _ = evaluate_policy(
-                    self.model,
-                    eval_env,
-                    n_eval_episodes=10,
-                    deterministic=True,
-                    return_episode_rewards=True,
-                )
-                curve[self.num_timesteps] = float(np.mean(returns))
-            return True
-
-    model = SAC("MlpPolicy", gym.make(preset["id"]), seed=seed, verbose=0, **preset["sb3"])
-    model.learn(total_timesteps=preset["frames"], callback=Evaluate())
-    out.write_text(json.dumps(curve))
 
 
 def report(name: str, preset: dict, results: list[dict]) -> None:
@@ -370,7 +349,6 @@ def main() -> None:
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 SAC")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--sb3-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "overrides", nargs="*", default=[], help="extra hydra overrides for our recipe"
     )
@@ -382,9 +360,6 @@ def main() -> None:
         elif not args.report:
             run_suite(out_dir, args.jobs)
         suite_report(out_dir)
-        return
-    if args.sb3_worker is not None:
-        sb3_worker(args.env, args.sb3_worker, args.out)
         return
     preset = PRESETS[args.env]
     out_dir = (

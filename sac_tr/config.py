@@ -81,7 +81,13 @@ def _check_device(problems: list[str], device: Any, key: str = "device") -> None
 
 
 def _check_cudagraphs(problems: list[str], cfg: DictConfig) -> None:
-    """``cudagraphs=true`` captures the update in CUDA graphs: a GPU is needed."""
+    """``cudagraphs=true`` captures the update in CUDA graphs: a GPU is needed, and every step of
+    the update must be tensor work (a hard target copy's schedule is a Python counter)."""
+    if cfg.get("cudagraphs", False) is True and cfg.target_update.kind == "hard":
+        problems.append(
+            "cudagraphs=true with target_update=hard: the hard copy's schedule is a Python counter "
+            "that a captured graph cannot follow; use target_update=soft, or cudagraphs=false."
+        )
     device = cfg.device
     on_cpu = device in ("cpu", "mps") or (device == "auto" and not torch.cuda.is_available())
     if cfg.get("cudagraphs", False) is True and on_cpu:

@@ -16,9 +16,11 @@ from sac_tr.checkpoint import PREFIX, SUFFIX, find_checkpoint, list_checkpoints
 
 __all__ = [
     "RESUMABLE_KEYS",
+    "added_keys",
     "checkpoint_frames",
     "config_differences",
     "last_eval_row",
+    "read_eval_rows",
     "remove_if_unused",
     "resolve_resume",
     "trim_eval_csv",
@@ -65,17 +67,28 @@ def config_differences(
     saved_yaml: str, cfg: DictConfig, ignore: tuple[str, ...] = RESUMABLE_KEYS
 ) -> list[str]:
     """The dotted keys whose values differ between a checkpoint's saved configuration and ``cfg``
-    (a key present on one side only counts), leaving out ``ignore`` (dotted keys, each with what is
-    below it). Both sides are compared as written, before interpolations are resolved, as the
-    checkpoint stores them."""
-    saved = _flatten(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=False))
-    new = _flatten(OmegaConf.to_container(cfg, resolve=False))
+    (a key the saved one has and ``cfg`` lacks counts), leaving out ``ignore`` (dotted keys, each
+    with what is below it) and the keys a newer sac_tr added (``added_keys``). Both sides are
+    compared as written, before interpolations are resolved, as the checkpoint stores them."""
+    saved, new = _flat_pair(saved_yaml, cfg)
     return sorted(
         key
-        for key in saved.keys() | new.keys()
+        for key in saved
         if not any(key == top or key.startswith(f"{top}.") for top in ignore)
-        and saved.get(key, _MISSING) != new.get(key, _MISSING)
+        and saved[key] != new.get(key, _MISSING)
     )
+
+
+def added_keys(saved_yaml: str, cfg: DictConfig) -> list[str]:
+    """The dotted keys of ``cfg`` that a checkpoint's saved configuration does not have: options
+    added to sac_tr after the run started, which the resumed run takes at their new values."""
+    saved, new = _flat_pair(saved_yaml, cfg)
+    return sorted(new.keys() - saved.keys())
+
+
+def _flat_pair(saved_yaml: str, cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    saved = _flatten(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=False))
+    return saved, _flatten(OmegaConf.to_container(cfg, resolve=False))
 
 
 _MISSING = object()
@@ -102,13 +115,18 @@ def trim_eval_csv(path: str | os.PathLike, frames: int) -> int:
     return len(body) - len(keep)
 
 
-def last_eval_row(path: str | os.PathLike) -> dict[str, str] | None:
-    """The last row of an ``eval.csv`` as a dict, or ``None`` when there is none."""
+def read_eval_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of an ``eval.csv`` as dicts (none when the file does not exist)."""
     path = Path(path)
     if not path.exists():
-        return None
+        return []
     with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def last_eval_row(path: str | os.PathLike) -> dict[str, str] | None:
+    """The last row of an ``eval.csv`` as a dict, or ``None`` when there is none."""
+    rows = read_eval_rows(path)
     return rows[-1] if rows else None
 
 

@@ -43,6 +43,7 @@ from sac_tr.envs import make_env
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
 from sac_tr.run_dirs import (
+    added_keys,
     checkpoint_frames,
     config_differences,
     last_eval_row,
@@ -158,6 +159,9 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
             + "\n".join(lines)
             + "\nRerun with the saved values, or give the new configuration its own run directory."
         )
+    added = added_keys(state["config"], cfg)
+    if added:  # options this sac_tr has and the run's did not: said, not silently taken
+        print(f"Resuming {path}: keys new since it was written, at today's values: {added}")
 
 
 def finished_summary(state: dict, run_dir: Path, path: Path) -> TrainSummary:

@@ -58,6 +58,11 @@ def test_cudagraphs_on_the_cpu_is_refused_naming_the_fix(device):
     validate_config(make_cfg("cudagraphs=false", f"device={device}"))  # the fix it names
 
 
+def test_cudagraphs_with_a_hard_target_copy_is_refused():
+    with pytest.raises(ConfigError, match="cudagraphs=true with target_update=hard"):
+        validate_config(make_cfg("cudagraphs=true", "device=cuda", "target_update=hard"))
+
+
 def test_a_gpu_this_machine_lacks_is_named_before_anything_is_built():
     if torch.cuda.is_available():
         bad, message = f"cuda:{torch.cuda.device_count()}", "CUDA device\\(s\\), cuda:0 to"

@@ -7,10 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from sac_tr.checkpoint import list_checkpoints, load_checkpoint
 from sac_tr.config import ConfigError
-from sac_tr.run_dirs import checkpoint_frames, config_differences, remove_if_unused, trim_eval_csv
+from sac_tr.run_dirs import (
+    added_keys,
+    checkpoint_frames,
+    config_differences,
+    remove_if_unused,
+    trim_eval_csv,
+)
 from sac_tr.train import TrainingRun, train
 from tests.test_recipe import FAST, ROOT, make_cfg
 
@@ -52,8 +59,9 @@ def test_config_differences_by_hand():
     from omegaconf import OmegaConf
 
     new = OmegaConf.create({"a": 1, "b": {"c": 3}, "e": 1, "total_frames": 9, "resume": "auto"})
-    assert config_differences(saved, new) == ["b.c", "b.d", "e"]
-    assert config_differences(saved, new, ignore=("b.d", "e")) == ["b.c", "resume", "total_frames"]
+    assert config_differences(saved, new) == ["b.c", "b.d"]  # e: added by a newer sac_tr
+    assert config_differences(saved, new, ignore=("b.d",)) == ["b.c", "resume", "total_frames"]
+    assert added_keys(saved, new) == ["e"]
 
 
 def test_resume_keeps_wall_time_last_eval_and_drops_evaluations_after_the_checkpoint(tmp_path):
@@ -150,3 +158,20 @@ def test_checkpoint_bytes_counts_the_file_and_its_buffer(tmp_path):
     (buffer_dir(path) / "storage" / "a.memmap").write_bytes(b"y" * 1000)
     (buffer_dir(path) / "meta.json").write_bytes(b"z" * 5)
     assert checkpoint_bytes(path) == 1015
+
+
+def test_a_checkpoint_from_before_a_new_option_still_resumes_and_says_so(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    first = train(make_cfg("total_frames=100", "logger=none"), tmp_path)
+    state = load_checkpoint(first.checkpoint)
+    old = OmegaConf.create(state["config"])
+    del old["cudagraphs"]  # as written by a sac_tr that did not have the option yet
+    state["config"] = OmegaConf.to_yaml(old)
+    torch.save(state, first.checkpoint)
+    more = train(make_cfg("total_frames=200", "logger=none", "resume=auto"), tmp_path)
+    assert more.frames == 200
+    assert (
+        "keys new since it was written, at today's values: ['cudagraphs']"
+        in capsys.readouterr().out
+    )

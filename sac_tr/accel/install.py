@@ -129,13 +129,16 @@ def _path(name: str, module: object, mode: str, build: Callable[[], object]) -> 
         return None, "reference path (accelerate=off)"
     try:
         return build(), ACCELERATED
-    except UnsupportedNetworkError as err:
+    except Exception as err:  # unsupported, or the probe itself failed: never stop an auto run
+        reason = str(err)
+        if not isinstance(err, UnsupportedNetworkError):
+            reason = f"probe failed: {type(err).__name__}: {err}"
         if mode == "on":
             raise AccelerationError(
-                f"accelerate=on: {name} ({type(module).__name__}) cannot be accelerated: {err}. "
-                "Set accelerate=auto to run it through its own module (the reference path)."
+                f"accelerate=on: {name} ({type(module).__name__}) cannot be accelerated: "
+                f"{reason}. Set accelerate=auto to run it through its own module (the reference path)."
             ) from err
-        return None, f"reference path ({err})"
+        return None, f"reference path ({reason})"
 
 
 def accelerate(loss: LossModule, mode: str = "auto") -> dict[str, str]:
