@@ -45,7 +45,6 @@ class SACAgent:
     loss: LossModule
     optimizer: torch.optim.Optimizer
     target_updater: TargetNetUpdater
-    compiled_loss: Callable[[TensorDictBase], TensorDictBase] | None = None
     policy: TensorDictModuleBase | None = None  # what the collector runs (actor + exploration)
     policy_delay: int = 1  # TD3: update the actor and the targets every this many steps
     # Which path each network takes ("Q": "accelerated" / "reference path (<reason>)", ...).
@@ -86,14 +85,6 @@ class SACAgent:
         if self._mode != "act":
             self._switch(self.act_in_train_mode)
             self._mode = "act"
-
-    def losses(self, batch: TensorDictBase) -> TensorDictBase:
-        """The loss TensorDict of ``batch``, through the compiled forward when there is one
-        (inputs are then checked here, eagerly, since the check reads values on the host)."""
-        if self.compiled_loss is None:
-            return self.loss(batch)
-        self.check_batch(batch)
-        return self.compiled_loss(batch)
 
     def check_batch(self, batch: TensorDictBase) -> None:
         """The loss's input check, run here (eagerly) when the loss does not run it itself
@@ -169,29 +160,26 @@ def make_agent(
     policy, paths["policy"] = accelerate_policy(
         make_collector_policy(cfg, actor, action_spec.to(device)), mode
     )
+    # Fused Adam: it skips its step on a device flag (found_inf), so the whole update can be
+    # compiled or captured without a host read between the forward pass and the step.
     optimizer = make_optimizer(loss, cfg.optim, notes)
-    skips_on_flag = getattr(optimizer, "_step_supports_amp_scaling", False)  # found_inf
     cudagraphs = bool(cfg.get("cudagraphs", False))
     if cudagraphs:
-        if device.type != "cuda" or not skips_on_flag:
+        if device.type != "cuda":
             raise ValueError(
-                f"cudagraphs=true needs the update on a CUDA device (it is on {device}) and an "
-                f"optimizer that skips its step on a device flag (fused Adam; this is "
-                f"{type(optimizer).__name__}): set device=cuda, or cudagraphs=false."
+                f"cudagraphs=true needs the update on a CUDA device (it is on {device}): "
+                f"set device=cuda, or cudagraphs=false."
             )
         for group in optimizer.param_groups:
             group["capturable"] = True  # the step's arithmetic on the device, as capture needs
-    compiled_loss = None
-    if cfg.compile or cudagraphs:
+    whole = bool(cfg.compile)
+    if whole or cudagraphs:
         if hasattr(loss, "validate_inputs"):
             loss.validate_inputs = False  # checked eagerly by SACAgent.check_batch instead
-    if cfg.compile:
+    if whole:
         # Draw random numbers from torch's generator, as eager does: the same seed then gives the
         # same run with or without compile (inductor's own RNG would not).
         torch._inductor.config.fallback_random = True
-        if not skips_on_flag:  # the check reads the losses between forward and step
-            compiled_loss = torch.compile(loss)
-    whole = bool(cfg.compile) and skips_on_flag
     return SACAgent(
         actor=actor,
         loss=loss,
@@ -202,7 +190,6 @@ def make_agent(
             tau=cfg.target_update.tau,
             hard_update_every=cfg.target_update.hard_update_every,
         ),
-        compiled_loss=compiled_loss,
         policy=policy,
         policy_delay=int(cfg.loss.get("policy_delay", 1)),
         paths=paths,
@@ -303,7 +290,7 @@ def update(
         out = agent.deferred_update(delayed)(batch)
         agent.last_finite = out.get("finite")
         return out.exclude("finite")
-    out = agent.losses(batch)
+    out = agent.loss(batch)
     bad = first_nonfinite_loss(out)  # one host read; nothing has changed yet
     if bad is not None:
         if skip_nonfinite:

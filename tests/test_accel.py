@@ -329,6 +329,8 @@ def _wrong(method, scale=1.01):
     return wrong
 
 
+# 1 + 1e-4: a relative error as small as a wrong epsilon or a dropped small term would give.
+@pytest.mark.parametrize("scale", [1.01, 1 + 1e-4])
 @pytest.mark.parametrize(
     ("cls", "method", "network"),
     [
@@ -340,9 +342,9 @@ def _wrong(method, scale=1.01):
     ],
 )
 def test_a_fast_evaluator_that_disagrees_with_the_module_is_not_installed(
-    monkeypatch, cls, method, network
+    monkeypatch, cls, method, network, scale
 ):
-    monkeypatch.setattr(cls, method, _wrong(getattr(cls, method)))
+    monkeypatch.setattr(cls, method, _wrong(getattr(cls, method), scale))
     loss = build("v1")
     paths = accelerate(loss)
     assert paths[network].startswith("reference path (probe: ")
@@ -352,6 +354,45 @@ def test_a_fast_evaluator_that_disagrees_with_the_module_is_not_installed(
     attr = {"Q": "q_evaluator", "V": "value_evaluator", "actor": "actor_sampler"}[network]
     assert getattr(loss, attr) is None
     assert_matches_the_modules(loss)
+
+
+def test_an_actor_whose_every_probe_action_saturates_is_not_certified():
+    """Where tanh saturates the given action cannot be scored (inverting it is inexact), so the
+    probe compares the log-density on the other rows; with none left it must refuse, not pass."""
+    actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+    last = [m for m in actor.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():  # mu(s) = 4 and log sigma(s) = -4 for every state: |tanh(u)| > 0.99
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([4.0] * ACT_DIM + [-4.0] * ACT_DIM))
+    loss = build("v2", actor=actor)
+    assert accelerate(loss)["actor"] == (
+        "reference path (probe: every sampled action saturates; cannot score the log-density)"
+    )
+    assert loss.actor_sampler is None
+
+
+def test_the_probe_seeds_and_restores_only_its_own_gpu(monkeypatch):
+    """On ``cuda:2`` of four GPUs the probe forks and seeds the generators of the CPU and of
+    ``cuda:2`` only (CPU stand-ins for the four CUDA generators, so this runs anywhere)."""
+    from sac_tr.accel import probe
+
+    gpus = [torch.Generator().manual_seed(i) for i in range(4)]
+    forked = []
+    fork_rng = torch.random.fork_rng
+
+    def recording_fork_rng(devices=None, **kwargs):
+        forked.append(devices)
+        return fork_rng(devices=[])  # the CPU generator, forked for real
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(gpus))
+    monkeypatch.setattr(torch.cuda, "default_generators", tuple(gpus))
+    monkeypatch.setattr(torch.random, "fork_rng", recording_fork_rng)
+    before = torch.get_rng_state()
+    with probe._seeded(torch.device("cuda", 2)):
+        assert torch.random.initial_seed() == probe._SEED
+    assert forked == [[2]]
+    assert [g.initial_seed() for g in gpus] == [0, 1, probe._SEED, 3]
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_a_fast_policy_that_disagrees_with_the_actor_is_not_installed(monkeypatch):

@@ -129,12 +129,14 @@ def test_arguments_a_part_does_not_take_or_lacks_stop_the_run_first(tmp_path, ov
     assert not any(tmp_path.iterdir())  # nothing written, nothing built
 
 
-def trainable_non_target(loss) -> set[int]:
-    """Every parameter of the loss that can learn, except TorchRL's target copies."""
+def target_copies(loss) -> set[int]:
+    """The tensors of TorchRL's target copies: each network's ``target_<network>_params``,
+    which ``LossModule.convert_to_functional`` registers as a submodule of the loss."""
     return {
-        id(p)
-        for name, p in loss.named_parameters()
-        if p.requires_grad and not name.split(".")[0].startswith("target_")
+        id(t)
+        for name, params in loss.named_children()
+        if name.startswith("target_") and name.endswith("_params")
+        for t in params.values(True, True)
     }
 
 
@@ -147,7 +149,10 @@ def test_the_optimizer_trains_exactly_the_trainable_non_target_parameters(loss, 
     groups = agent.optimizer.param_groups
     in_optimizer = [id(p) for g in groups for p in g["params"]]
     assert len(in_optimizer) == len(set(in_optimizer))  # each once
-    assert set(in_optimizer) == trainable_non_target(agent.loss)
+    targets = target_copies(agent.loss)
+    assert targets and not targets & set(in_optimizer)
+    trainable = {id(p) for p in agent.loss.parameters() if p.requires_grad}
+    assert set(in_optimizer) == trainable - targets
     by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
     actor = agent.loss.actor_network_params.values(True, True)
     assert by_lr[1e-3] == {id(p) for p in actor if p.requires_grad}  # its own rate
