@@ -42,13 +42,16 @@ def evaluate(
     # random stream (an exact resume relies on it), and the same seed gives the same samples.
     # Only the generators the actor can draw from are forked (the CPU's and its GPUs'), never
     # every visible GPU.
+    devices = cuda_indices(actor)
     with (
-        torch.random.fork_rng(devices=cuda_indices(actor)),
+        torch.random.fork_rng(devices=devices),
         set_exploration_type(mode),
         eval_mode(actor),
     ):
-        if seed is not None:
-            torch.manual_seed(seed)
+        if seed is not None:  # only the forked generators: torch.manual_seed would reseed every GPU
+            torch.default_generator.manual_seed(seed)
+            for index in devices:
+                torch.cuda.default_generators[index].manual_seed(seed)
         for i in range(episodes):
             rollout = _rollout(env, actor, max_steps)
             returns[i] = rollout["next", "reward"].sum()
