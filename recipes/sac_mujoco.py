@@ -3,7 +3,7 @@
     python recipes/sac_mujoco.py                                # HalfCheetah-v5, 1M frames
     python recipes/sac_mujoco.py env=hopper seed=1              # another task, another seed
     python recipes/sac_mujoco.py env=pendulum total_frames=10000 eval.every_frames=2000
-    python recipes/sac_mujoco.py resume=runs/hopper/<run>       # continue an interrupted run
+    python recipes/sac_mujoco.py env=hopper resume=runs/hopper/<run>   # continue it (same overrides)
     python recipes/sac_mujoco.py resume=auto hydra.run.dir=D    # start in D, or continue D's run
 
 The training loop is ``sac_tr.train.train`` (one function, in the order of the paper's

@@ -26,7 +26,7 @@ EXAMPLES = """\
   python recipes/sac_mujoco.py env=pendulum total_frames=10000 eval.every_frames=1000
   python recipes/sac_mujoco.py env=hopper loss=sac_v2 seed=1
   python recipes/sac_mujoco.py -m +sweep=local env=pendulum seed=0,1
-  python recipes/sac_mujoco.py resume=runs/hopper/<run>       # continue a stopped run
+  python recipes/sac_mujoco.py env=hopper resume=runs/hopper/<run>   # continue it (same overrides)
   python recipes/sac_mujoco.py env=hopper --cfg job          # print the full composed config"""
 
 

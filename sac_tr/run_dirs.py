@@ -144,4 +144,9 @@ def remove_if_unused(run_dir: str | os.PathLike) -> bool:
             continue
         return False
     shutil.rmtree(run_dir)
+    runs = (Path.cwd() / "runs").resolve()
+    for parent in run_dir.resolve().parents:  # runs/<env>/ left empty by the removal
+        if parent == runs or runs not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
     return True

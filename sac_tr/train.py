@@ -120,6 +120,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         check_same_config(resumed[0], cfg, path)
         if checkpoint_frames(path) >= cfg.total_frames:
             return finished_summary(resumed[0], run_dir, path)
+    if cfg.total_frames <= cfg.env.init_random_frames:
+        print(
+            f"Note: total_frames={cfg.total_frames} <= env.init_random_frames="
+            f"{cfg.env.init_random_frames}: this run only takes random actions and makes no update; "
+            "raise total_frames or lower env.init_random_frames."
+        )
     run = TrainingRun(cfg, run_dir, resumed)
     # Ctrl-C / SIGTERM: finish this step, checkpoint, return. Log lines (torchrl's INFO, the
     # user's) are written above the progress bar instead of through it.
@@ -329,9 +335,10 @@ class TrainingRun:
             )
         c.skipped_updates += skipped
 
-    def log_losses(self) -> None:
-        """Every ``log_every_updates`` updates: mean losses and diagnostics, speed (one host sync)."""
-        if self.losses_count < self.cfg.log_every_updates:
+    def log_losses(self, final: bool = False) -> None:
+        """Every ``log_every_updates`` updates (and, with ``final``, whatever the last window
+        holds): mean losses and diagnostics, speed (one host sync)."""
+        if self.losses_count < (1 if final else self.cfg.log_every_updates):
             return
         self.read_deferred_faults()
         if not self.losses_count:
@@ -436,6 +443,7 @@ class TrainingRun:
     def finish(self, interrupted_by: str | None = None) -> TrainSummary:
         """Close everything; make sure the final state is checkpointed."""
         self.progress.close()
+        self.log_losses(final=True)  # a short run's losses are logged too
         if self.saved_at != self.counters.frames:
             self.save()  # before the collector closes its environments (their state is saved)
         if self.collector is not None:

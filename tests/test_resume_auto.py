@@ -175,3 +175,20 @@ def test_a_checkpoint_from_before_a_new_option_still_resumes_and_says_so(tmp_pat
         "keys new since it was written, at today's values: ['cudagraphs']"
         in capsys.readouterr().out
     )
+
+
+def test_removing_an_unused_run_directory_takes_its_empty_parents_under_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stamp = tmp_path / "runs" / "hopper" / "2026-11-22_10-00-00_seed0"
+    (stamp / ".hydra").mkdir(parents=True)
+    (tmp_path / "runs" / "pendulum" / "kept").mkdir(parents=True)
+    assert remove_if_unused(stamp)
+    assert not (tmp_path / "runs" / "hopper").exists()  # left empty: removed
+    assert (tmp_path / "runs" / "pendulum" / "kept").is_dir()  # runs/ itself and others stay
+
+
+def test_a_short_run_logs_its_losses_and_says_it_never_left_the_random_phase(tmp_path, capsys):
+    train(make_cfg("total_frames=300", "logger=csv", "log_every_updates=100000"), tmp_path)
+    assert list((tmp_path / "csv").rglob("*loss_qvalue*"))  # the last partial window, logged
+    train(make_cfg("total_frames=100", "logger=none"), tmp_path / "random")
+    assert "makes no update" in capsys.readouterr().out  # FAST: 100 random frames
