@@ -100,6 +100,7 @@ def test_mlp_apply_runs_other_activations_layer_by_layer_with_the_same_contract(
 
 
 def test_only_linear_relu_chains_are_fused():
+    from sac_tr.accel import UnsupportedNetworkError
     from sac_tr.accel.mlp import _is_relu_chain
 
     def plan_of(*layers):
@@ -110,7 +111,8 @@ def test_only_linear_relu_chains_are_fused():
     assert not _is_relu_chain(plan_of(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)))
     assert not _is_relu_chain(plan_of(nn.ReLU(), nn.Linear(3, 1)))
     assert not _is_relu_chain(plan_of(nn.Linear(3, 4), nn.Linear(4, 1)))
-    assert not _is_relu_chain(plan_of(nn.Linear(3, 4), nn.ReLU(), nn.ReLU(), nn.Linear(4, 1)))
+    with pytest.raises(UnsupportedNetworkError):  # two activations in a row: no plan at all
+        plan_of(nn.Linear(3, 4), nn.ReLU(), nn.ReLU(), nn.Linear(4, 1))
 
 
 def test_squashed_sample_gradient_matches_finite_differences():

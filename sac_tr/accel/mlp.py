@@ -66,10 +66,8 @@ def sequential_plan(inner: nn.Module) -> Plan:
         elif type(layer) in _ACTIVATIONS:
             if type(layer) is nn.ELU and layer.alpha != 1.0:
                 raise UnsupportedNetworkError(f"ELU(alpha={layer.alpha}) not supported")
-            if not plan or plan[-1][1] is not None:  # the evaluators apply one after each Linear
-                raise UnsupportedNetworkError(
-                    f"{type(layer).__name__} does not follow a Linear layer"
-                )
+            if plan and plan[-1][1] is not None:  # the evaluators apply one after each Linear
+                raise UnsupportedNetworkError(f"{type(layer).__name__} follows another activation")
             plan.append((name, _ACTIVATIONS[type(layer)]))
         else:
             check_exact_type(layer, tuple(_ACTIVATIONS))  # names a subclass or the unknown type
