@@ -15,7 +15,6 @@ is updating, measures, then stops it. Prints a table of env steps/s with the CPU
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
@@ -25,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
+
+from sac_tr.eval_csv import read_eval_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = [sys.executable, str(ROOT / "recipes" / "sac_mujoco.py")]
@@ -95,8 +96,7 @@ def measure(env: str, threads: str, frames: int, random_frames: int, run_dir: Pa
         f"hydra.run.dir={run_dir}",
     ]
     subprocess.run([*RECIPE, *args], check=True, capture_output=True, cwd=run_dir.parent, env=ENV)
-    with open(run_dir / "eval.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_eval_rows(run_dir / "eval.csv")
     start = next(r for r in rows if int(r["frames"]) == random_frames)
     end = rows[-1]
     return (int(end["frames"]) - random_frames) / (

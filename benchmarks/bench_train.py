@@ -20,15 +20,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import torch
-from hydra import compose, initialize_config_dir
+from recipe_config import recipe_config  # benchmarks/, on the path as this script's folder
 
 from sac_tr.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_ours(args) -> float:
@@ -55,8 +52,7 @@ def run_ours(args) -> float:
         f"compile={str(args.compile).lower()}",
         f"cudagraphs={str(args.cudagraphs).lower()}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="sac_mujoco", overrides=overrides)
+    cfg = recipe_config(overrides)
     with TemporaryDirectory() as run_dir:
         return train(cfg, run_dir).frames_per_second  # timed from after construction, like SB3's
 

@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch._inductor.config
 from tensordict import TensorDict
 from tensordict.nn import NormalParamExtractor
 from torch import nn
@@ -35,6 +34,7 @@ from torchrl.objectives import SACLoss, SoftUpdate
 
 from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
 from sac_tr.accel import accelerate
+from sac_tr.agent import update
 from sac_tr.losses import SACv2Loss
 from sac_tr.modules import tanh_normal_actor
 from sac_tr.targets import make_target_updater
@@ -133,17 +133,56 @@ def make_contenders(args, obs_dim: int, act_dim: int) -> dict[str, Callable[[Ten
         "torchrl SACLoss v2": tensordict_update(theirs_v2, SoftUpdate(theirs_v2, tau=0.005)),
     }
     if args.compile:
-        torch._inductor.config.fallback_random = True  # as sac_tr's compile=true does
-        for name, value in (("sac_tr v1 compiled", True), ("sac_tr v2 compiled", False)):
-            loss = our_loss(value)
-            loss.validate_inputs = False
-            contenders[name] = tensordict_update(
-                loss, make_target_updater(loss, tau=0.005), forward=torch.compile(loss)
-            )
+        contenders.update(recipe_updates(args, obs_dim, act_dim))
     sb3 = make_sb3(args, obs_dim, act_dim)
     if sb3 is not None:
         contenders["sb3 SAC.train"] = sb3
     return contenders
+
+
+def recipe_step(agent) -> Callable[[TensorDict], None]:
+    """``sac_tr.agent.update`` as the training loop calls it: with deferred fault checks (compile),
+    the inputs are checked in full on the first batch only (``TrainingRun.learn``)."""
+
+    def step(batch: TensorDict) -> None:
+        update(agent, batch)
+        if agent.defer_fault_checks and agent.check_inputs:
+            agent.skip_input_checks()
+
+    return step
+
+
+def recipe_updates(args, obs_dim: int, act_dim: int) -> dict[str, Callable[[TensorDict], None]]:
+    """The recipe's own update (``sac_tr.agent.update`` on ``make_agent``'s agent, HalfCheetah-v5),
+    eager and with ``compile=true`` (loss, backward, fused Adam and the target update compiled as
+    one function), for v1 and v2."""
+    if (obs_dim, act_dim) != (17, 6):
+        print(
+            "(--compile times the recipe's HalfCheetah-v5 agent: run it with --obs-dim 17 --act-dim 6)"
+        )
+        return {}
+    from recipe_config import recipe_config  # benchmarks/, this script's folder
+
+    from sac_tr.agent import make_agent
+    from sac_tr.envs import make_env
+
+    out = {}
+    for loss in ("sac_v1", "sac_v2"):
+        for compiled in (False, True):
+            overrides = [
+                "env=halfcheetah",
+                f"loss={loss}",
+                f"compile={str(compiled).lower()}",
+                f"batch_size={args.batch_size}",
+                f"network.hidden_sizes=[{','.join(map(str, args.hidden))}]",
+            ]
+            cfg = recipe_config(overrides)
+            torch.manual_seed(0)
+            agent = make_agent(make_env(cfg.env.id, seed=0), cfg, "cpu")
+            name = f"sac_tr {loss[-2:]} recipe{' compiled' if compiled else ''}"
+            out[name] = recipe_step(agent)
+    torch.set_num_threads(args.threads)
+    return out
 
 
 def make_sb3(args, obs_dim: int, act_dim: int) -> Callable[[TensorDict], None] | None:
@@ -235,7 +274,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions")
     parser.add_argument("--updates", type=int, default=100, help="updates per repetition")
     parser.add_argument(
-        "--compile", action="store_true", help="also time sac_tr with torch.compile"
+        "--compile",
+        action="store_true",
+        help="also time the recipe's update, eager and compile=true (the whole update compiled)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -257,7 +298,7 @@ def main() -> None:
     )
     for name, values in rates.items():
         q = statistics.quantiles(values, n=4)
-        print(f"{name:<20} {statistics.median(values):7.1f} updates/s  (IQR {q[0]:.1f}-{q[2]:.1f})")
+        print(f"{name:<26} {statistics.median(values):7.1f} updates/s  (IQR {q[0]:.1f}-{q[2]:.1f})")
     peak = measure_peak(args.threads, args.hidden[0])
     med = {name: statistics.median(v) for name, v in rates.items()}
     for name, v1 in [(n, "v1" in n) for n in med if n.startswith("sac_tr")]:

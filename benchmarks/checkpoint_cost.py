@@ -19,20 +19,17 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from recipe_config import recipe_config  # benchmarks/, on the path as this script's folder
 
 from sac_tr.checkpoint import checkpoint_bytes
 from sac_tr.train import TrainingRun
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def measure(env: str, frames: int) -> tuple[float, list[float]]:
     """(megabytes, [seconds per save]) for one task."""
     overrides = [f"env={env}", "logger=none", "progress=false", "threads=1"]
     overrides += [f"env.init_random_frames={frames}", f"total_frames={frames}"]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="sac_mujoco", overrides=overrides)
+    cfg = recipe_config(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         run = TrainingRun(cfg, Path(tmp))
         for batch in run.collector:

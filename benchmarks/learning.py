@@ -23,7 +23,6 @@ loop (wall time including evaluation, the same for both). Results go to benchmar
 from __future__ import annotations
 
 import argparse
-import csv
 import fcntl
 import json
 import os
@@ -35,7 +34,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sac_tr.run_dirs import last_eval_row
+from suite_table import TASKS, suite_table  # benchmarks/, on the path as this script's folder
+
+from sac_tr.eval_csv import read_eval_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
@@ -74,12 +75,6 @@ PRESETS = {
 }
 
 
-SUITE_ENVS = {
-    "halfcheetah": "HalfCheetah-v5",
-    "hopper": "Hopper-v5",
-    "walker2d": "Walker2d-v5",
-    "ant": "Ant-v5",
-}
 SUITE = {"frames": 300_000, "eval_every": 10_000, "report": [100_000, 200_000, 300_000]}
 # (loss, seed) in the order the issue asks for: sac_v1 seeds 0 and 1, SB3 seed 0, sac_v2 seed 0.
 SUITE_ORDER = [("sac_v1", 0), ("sac_v1", 1), ("sb3", 0), ("sac_v2", 0), ("sb3", 1), ("sac_v2", 1)]
@@ -89,7 +84,7 @@ def suite_jobs(out_dir: Path) -> list[tuple[str, list[str], Path]]:
     """The campaign's runs in order: (name, command, run directory)."""
     jobs = []
     for loss, seed in SUITE_ORDER:
-        for env, env_id in SUITE_ENVS.items():
+        for env, env_id in TASKS.items():
             name = f"{env}_{loss}_seed{seed}"
             if loss == "sb3":
                 cmd = [
@@ -151,7 +146,7 @@ def run_suite(out_dir: Path, jobs: int) -> None:
             return
         if name.split("_")[1] == "sb3":
             env, _, seed = name.split("_")
-            describe_sb3_run(run_dir, env, SUITE_ENVS[env], int(seed.removeprefix("seed")))
+            describe_sb3_run(run_dir, env, TASKS[env], int(seed.removeprefix("seed")))
         env_vars = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         run_dir.mkdir(parents=True, exist_ok=True)
         with (run_dir / ".lock").open("w") as lock_file:
@@ -202,45 +197,6 @@ def collect_suite(out_dir: Path, dest: Path) -> None:
     print(f"collected into {dest}")
 
 
-def suite_report(out_dir: Path) -> None:
-    """Print the suite's table so far: eval return at 100k/200k/300k per task and variant (mean
-    of the seeds present, each seed in brackets), wall time and frames per second per run."""
-    print(f"suite in {out_dir}: deterministic eval return (10 episodes), mean over seeds [seeds]")
-    for env in SUITE_ENVS:
-        for loss in ("sac_v1", "sac_v2", "sb3"):
-            cells, times, latest = [], [], []
-            for seed in (0, 1):
-                row = last_eval_row(out_dir / f"{env}_{loss}_seed{seed}" / "eval.csv")
-                if row:
-                    latest.append(
-                        f"s{seed} {int(float(row['frames'])) // 1000}k: {float(row['return_mean']):.0f}"
-                    )
-            for frames in SUITE["report"]:
-                vals = []
-                for seed in (0, 1):
-                    path = out_dir / f"{env}_{loss}_seed{seed}" / "eval.csv"
-                    if not path.exists():
-                        continue
-                    with path.open() as f:
-                        rows = {int(float(r["frames"])): r for r in csv.DictReader(f)}
-                    if frames in rows:
-                        vals.append(float(rows[frames]["return_mean"]))
-                    if frames == SUITE["frames"] and frames in rows:
-                        times.append(float(rows[frames]["wall_time_s"]))
-                cells.append(
-                    f"{sum(vals) / len(vals):8.1f} [{', '.join(f'{v:.0f}' for v in vals)}]"
-                    if vals
-                    else f"{'-':>8}"
-                )
-            speed = ", ".join(f"{t / 60:.0f} min ({SUITE['frames'] / t:.0f} f/s)" for t in times)
-            print(
-                f"{env:>12} {loss:>7} | "
-                + " | ".join(cells)
-                + (f" | {speed}" if speed else "")
-                + (f" | latest {', '.join(latest)}" if latest else "")
-            )
-
-
 def run_ours(name: str, preset: dict, seed: int, out_dir: Path, extra: list[str]) -> dict:
     run_dir = out_dir / f"ours_seed{seed}"
     cmd = [
@@ -262,8 +218,9 @@ def run_ours(name: str, preset: dict, seed: int, out_dir: Path, extra: list[str]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.perf_counter() - start
-    with (run_dir / "eval.csv").open() as f:
-        curve = {int(r["frames"]): float(r["return_mean"]) for r in csv.DictReader(f)}
+    curve = {
+        int(r["frames"]): float(r["return_mean"]) for r in read_eval_rows(run_dir / "eval.csv")
+    }
     return {"lib": "ours", "seed": seed, "curve": curve, "wall_s": wall}
 
 
@@ -285,8 +242,9 @@ def run_sb3(name: str, preset: dict, seed: int, out_dir: Path) -> dict:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.perf_counter() - start
-    with (run_dir / "eval.csv").open() as f:
-        curve = {int(r["frames"]): float(r["return_mean"]) for r in csv.DictReader(f)}
+    curve = {
+        int(r["frames"]): float(r["return_mean"]) for r in read_eval_rows(run_dir / "eval.csv")
+    }
     return {"lib": "sb3", "seed": seed, "curve": curve, "wall_s": wall}
 
 
@@ -359,7 +317,8 @@ def main() -> None:
             collect_suite(out_dir, args.collect)
         elif not args.report:
             run_suite(out_dir, args.jobs)
-        suite_report(out_dir)
+        print(f"{out_dir}: deterministic evaluation return (10 episodes), mean over the seeds")
+        print(suite_table(out_dir, SUITE["report"], [SUITE["eval_every"], *SUITE["report"]]))
         return
     preset = PRESETS[args.env]
     out_dir = (

@@ -25,8 +25,8 @@ import torch
 from tensordict.nn import TensorDictModule
 
 from sac_tr.envs import make_env
+from sac_tr.eval_csv import last_eval_row, trim_eval_csv
 from sac_tr.evaluation import evaluate
-from sac_tr.run_dirs import last_eval_row, trim_eval_csv
 from sac_tr.tracking import EvalCSV
 
 EVAL_SEED_OFFSET = 10_000  # the recipe's eval environment: seed + 10_000

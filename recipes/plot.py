@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 
 from sac_tr.analysis import find_runs, group_runs, mean_curve_band, summary_table
 
@@ -52,14 +53,19 @@ def load(roots: list[Path], metrics: list[str]):
 
 def plot(grouped, path: Path, title: str | None) -> None:
     envs = list(grouped)
-    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
+    cols = 2 if len(envs) == 4 else min(len(envs), 3)  # the MuJoCo suite as a 2x2 grid
+    rows = -(-len(envs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(envs) :]:
+        ax.set_visible(False)
+    for ax, env in zip(axes.flat, envs, strict=False):
         for variant, runs in sorted(grouped[env].items()):
             frames, mean, low, high = mean_curve_band(runs)
             (line,) = ax.plot(frames, mean, label=f"{variant} (n={len(runs)})")
             ax.fill_between(frames, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(env)
         ax.set_xlabel("environment frames")
+        ax.xaxis.set_major_formatter(FuncFormatter(_frames_label))
         ax.set_ylabel("eval return (mean over seeds, 95% CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -69,6 +75,13 @@ def plot(grouped, path: Path, title: str | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _frames_label(value: float, _position: int) -> str:
+    """A tick label: 250k, 1M, 1.5M."""
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:g}M"
+    return f"{value / 1e3:g}k" if abs(value) >= 1e3 else f"{value:g}"
 
 
 def fmt(value) -> str:

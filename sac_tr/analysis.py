@@ -10,13 +10,14 @@ run shares, e.g. ``loss=td3`` or ``loss.reward_scale=10``.
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from sac_tr.eval_csv import read_eval_rows
 
 __all__ = [
     "Run",
@@ -29,7 +30,16 @@ __all__ = [
     "summary_table",
 ]
 
-IGNORED_OVERRIDE_KEYS = {"seed", "hydra.run.dir", "hydra.sweep.dir", "logger", "progress"}
+# Overrides that never make another variant: the seed, where and how a run ran, how it resumed.
+IGNORED_OVERRIDE_KEYS = {
+    "seed",
+    "hydra.run.dir",
+    "hydra.sweep.dir",
+    "logger",
+    "progress",
+    "resume",
+    "threads",
+}
 
 
 @dataclass
@@ -53,8 +63,7 @@ def find_runs(roots: list[str | Path], metric: str = "return_mean") -> list[Run]
     for root in map(Path, roots):
         for csv_path in sorted(root.rglob("eval.csv")):
             run_dir = csv_path.parent
-            with csv_path.open() as f:
-                rows = list(csv.DictReader(f))
+            rows = read_eval_rows(csv_path)
             if not rows:
                 continue
             if metric not in rows[0]:

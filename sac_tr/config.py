@@ -15,6 +15,7 @@ from sac_tr.components import (
     PARTS,
     import_object,
     part_builder,
+    part_offers,
     part_problems,
     resolve_actor_kind,
 )
@@ -22,7 +23,7 @@ from sac_tr.envs import check_env_id
 from sac_tr.schema import config_schema, default_config_dir, unknown_keys
 from sac_tr.tracking import BACKENDS, WANDB_MODES
 
-__all__ = ["ConfigError", "validate_config"]
+__all__ = ["ConfigError", "resolve_device", "validate_config"]
 
 # The keys each built-in loss reads from cfg.loss (beyond name and gamma).
 LOSS_KEYS = {
@@ -80,6 +81,13 @@ def _check_device(problems: list[str], device: Any, key: str = "device") -> None
         problems.append(f"{key}=mps: MPS (Apple GPU) is not available here; use {key}=auto or cpu.")
 
 
+def resolve_device(name: str) -> torch.device:
+    """The training device: ``auto`` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def _check_cudagraphs(problems: list[str], cfg: DictConfig) -> None:
     """``cudagraphs=true`` captures the update in CUDA graphs: a GPU is needed, and every step of
     the update must be tensor work (a hard target copy's schedule is a Python counter)."""
@@ -89,8 +97,11 @@ def _check_cudagraphs(problems: list[str], cfg: DictConfig) -> None:
             "that a captured graph cannot follow; use target_update=soft, or cudagraphs=false."
         )
     device = cfg.device
-    on_cpu = device in ("cpu", "mps") or (device == "auto" and not torch.cuda.is_available())
-    if cfg.get("cudagraphs", False) is True and on_cpu:
+    try:
+        on_gpu = resolve_device(device).type == "cuda"
+    except (RuntimeError, TypeError):  # not a device name: _check_device says so
+        return
+    if cfg.get("cudagraphs", False) is True and not on_gpu:
         problems.append(
             f"cudagraphs=true with device={device}: CUDA graphs capture the update on a GPU "
             f"({'none here' if device == 'auto' else 'not the CPU'}); set device=cuda on a GPU "
@@ -263,6 +274,16 @@ def validate_config(cfg: DictConfig, config_dir: tuple[Path, str] | None = None)
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
+def _loss_takes_value(cfg: DictConfig) -> bool:
+    """Whether the configured loss is offered a value network V_psi (``sac_v1``,
+    ``sac_deterministic``, or a loss class that requires ``value_network``); true when the loss
+    cannot be looked up, to check V anyway."""
+    try:
+        return part_builder(cfg, "loss") is None or "value_network" in part_offers(cfg, "loss")
+    except ImportError:
+        return True
+
+
 def _check_parts(problems: list[str], cfg: DictConfig) -> None:
     """Known loss and actor names, importable user classes, a loss/actor pair that works, and
     arguments every part's builder takes (no unknown ``kwargs``, no required one missing)."""
@@ -274,6 +295,15 @@ def _check_parts(problems: list[str], cfg: DictConfig) -> None:
             except ImportError as err:
                 problems.append(f"{group}.target={target!r}: {err}")
                 continue
+        if group == "value" and not _loss_takes_value(cfg):  # V is never built: say so
+            unused = [f"value.{k}" for k in ("target", "kwargs") if cfg_get(cfg, group).get(k)]
+            if unused:
+                problems.append(
+                    f"{' and '.join(unused)} set, but the loss ({cfg.loss.get('target') or cfg.loss.name}) "
+                    f"takes no value network, so none is built: remove {'them' if len(unused) > 1 else 'it'}, or use a loss with "
+                    "V (loss=sac_v1 or sac_deterministic, or a loss class that takes value_network)."
+                )
+            continue
         if part_builder(cfg, group) is not None:
             problems.extend(part_problems(cfg, group))
     custom_loss, custom_actor = bool(cfg.loss.get("target")), bool(cfg.actor.get("target"))

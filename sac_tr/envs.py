@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 
@@ -15,6 +14,8 @@ from torchrl.envs import (
     RewardSum,
     TransformedEnv,
 )
+
+from sac_tr.signatures import accepted_arguments
 
 __all__ = ["check_env_id", "make_env", "observation_dim"]
 
@@ -77,18 +78,11 @@ def make_env(
 
 
 def _takes_size(env_id: str) -> bool:
-    """Whether the environment's constructor (or, for a class, one of its bases') accepts
-    ``width`` and ``height`` (MuJoCo environments pass them on to ``MujocoEnv``)."""
+    """Whether the environment's constructor (for a class, through the bases its ``**kwargs``
+    lead to) names ``width`` and ``height`` (MuJoCo environments pass them on to ``MujocoEnv``)."""
     entry = gym.spec(env_id).entry_point
     creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
-    for fn in [c.__init__ for c in creator.__mro__] if isinstance(creator, type) else [creator]:
-        try:
-            params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            continue
-        if "width" in params and "height" in params:
-            return True
-    return False
+    return {"width", "height"} <= accepted_arguments(creator, positional=0).names.keys()
 
 
 def _route_mujoco_warnings() -> None:

@@ -3,7 +3,6 @@ path), whether the saved configuration still matches, and tidying what a restart
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 from collections.abc import Mapping
@@ -19,16 +18,19 @@ __all__ = [
     "added_keys",
     "checkpoint_frames",
     "config_differences",
-    "last_eval_row",
-    "read_eval_rows",
+    "read_hydra_files",
     "remove_if_unused",
     "resolve_resume",
-    "trim_eval_csv",
+    "restore_hydra_files",
+    "write_hydra_files",
 ]
 
 # The keys a resumed run may change: the frame budget, ``resume`` itself, and how the process runs
 # (torch threads, the progress bar), which never changes what is learned.
 RESUMABLE_KEYS = ("total_frames", "resume", "threads", "progress")
+
+# What hydra writes into ``<run dir>/.hydra/`` when a job starts, before the task runs.
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 
 
 def resolve_resume(resume: str | None, run_dir: str | os.PathLike) -> Path | None:
@@ -94,42 +96,6 @@ def _flat_pair(saved_yaml: str, cfg: DictConfig) -> tuple[dict[str, Any], dict[s
 _MISSING = object()
 
 
-def trim_eval_csv(path: str | os.PathLike, frames: int) -> int:
-    """Drop the rows of ``eval.csv`` written after ``frames`` (a run killed after its last
-    checkpoint evaluated once more; the resumed run evaluates those frames again). Returns the
-    number of rows dropped."""
-    path = Path(path)
-    if not path.exists():
-        return 0
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return 0
-    header, body = rows[0], rows[1:]
-    keep = [row for row in body if int(float(row[header.index("frames")])) <= frames]
-    if len(keep) < len(body):
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
-            csv.writer(f).writerows([header, *keep])
-        os.replace(tmp, path)
-    return len(body) - len(keep)
-
-
-def read_eval_rows(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of an ``eval.csv`` as dicts (none when the file does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def last_eval_row(path: str | os.PathLike) -> dict[str, str] | None:
-    """The last row of an ``eval.csv`` as a dict, or ``None`` when there is none."""
-    rows = read_eval_rows(path)
-    return rows[-1] if rows else None
-
-
 def remove_if_unused(run_dir: str | os.PathLike) -> bool:
     """Delete a run directory that holds nothing but what hydra writes before a run starts (its
     ``.hydra/`` folder and an empty log): left by a run refused at validation, or by a resume that
@@ -150,3 +116,36 @@ def remove_if_unused(run_dir: str | os.PathLike) -> bool:
             break
         parent.rmdir()
     return True
+
+
+def read_hydra_files(run_dir: str | os.PathLike) -> dict[str, str]:
+    """The text of each of hydra's ``.hydra/*.yaml`` files in ``run_dir`` (none outside hydra):
+    the record of the command a run was started or continued with, kept in its checkpoints."""
+    folder = Path(run_dir) / ".hydra"
+    return {name: (folder / name).read_text() for name in HYDRA_FILES if (folder / name).is_file()}
+
+
+def restore_hydra_files(run_dir: str | os.PathLike, state: Mapping[str, Any]) -> list[str]:
+    """Put back the record of the run that owns ``run_dir`` from its checkpoint ``state``.
+
+    Hydra rewrites ``.hydra/`` before the task runs, so a launch that is refused (another
+    configuration) or finds the run finished would otherwise leave its own command there, and
+    ``sac_tr.analysis`` would group the run by it. A checkpoint from before the files were kept
+    gives back ``config.yaml`` alone (its saved configuration): ``overrides.yaml``, by which
+    analysis groups runs, then stays as the launch wrote it. Returns the names rewritten."""
+    return write_hydra_files(run_dir, state.get("hydra_files") or {"config.yaml": state["config"]})
+
+
+def write_hydra_files(run_dir: str | os.PathLike, files: Mapping[str, str]) -> list[str]:
+    """Replace those of hydra's ``.hydra/*.yaml`` files in ``run_dir`` that exist and differ from
+    ``files`` (name to text); nothing is created outside a hydra run. Returns the names rewritten."""
+    folder = Path(run_dir) / ".hydra"
+    written = []
+    for name, text in files.items():
+        target = folder / name
+        if name in HYDRA_FILES and target.is_file() and target.read_text() != text:
+            tmp = target.with_name(name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, target)
+            written.append(name)
+    return written

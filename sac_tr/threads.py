@@ -88,10 +88,19 @@ def _affinity() -> set[int]:
     return set(range(os.cpu_count() or 1))
 
 
-def choose_threads(allowed: int, n_cpus: int, busy: float) -> int:
-    """One thread per core of the ``n_cpus`` not busy with another process (a core counts as
-    busy from half its time), at most ``allowed``, at least one."""
-    return max(1, min(allowed, n_cpus - int(busy + 0.5)))
+def choose_threads(allowed: int, n_cpus: int, busy: float, current: int | None = None) -> int:
+    """One thread per core of the ``n_cpus`` not busy with another process, at most ``allowed``,
+    at least one.
+
+    A core counts as busy from half its time, so a run drops a thread as soon as another process
+    holds a core half the time. With ``current`` (the count now), a thread is added back only for a
+    core that is free more than three quarters of the time: a load hovering around half a core
+    keeps the count where it is instead of flipping it at every measurement.
+    """
+    wanted = max(1, min(allowed, n_cpus - int(busy + 0.5)))
+    if current is not None and wanted > current:
+        wanted = max(current, min(allowed, n_cpus - int(busy + 0.75)))
+    return wanted
 
 
 def _read_sample(cpus: set[int]) -> CpuSample | None:
@@ -138,7 +147,7 @@ class ThreadGovernor:
             self.auto = False
             return
         time.sleep(first_window_s)  # a first, short window so the run starts with a fair count
-        self._measure()
+        self._measure(first=True)
 
     @property
     def threads(self) -> int:
@@ -150,12 +159,14 @@ class ThreadGovernor:
         if self.auto and self._clock() - self._last_time >= self.interval_s:
             self._measure()
 
-    def _measure(self) -> None:
+    def _measure(self, first: bool = False) -> None:
         now, sample = self._clock(), self._sample(self._cpus)
         if sample is None or self._last is None:
             return
         busy = busy_cores(self._last, sample, len(self._cpus))
         self._last, self._last_time = sample, now
-        wanted = choose_threads(self.allowed, len(self._cpus), busy)
+        # The first count is the machine's alone, not whatever an earlier run in this process left.
+        current = None if first else torch.get_num_threads()
+        wanted = choose_threads(self.allowed, len(self._cpus), busy, current)
         if wanted != torch.get_num_threads():
             torch.set_num_threads(wanted)

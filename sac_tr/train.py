@@ -31,7 +31,7 @@ from sac_tr.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sac_tr.config import ConfigError, validate_config
+from sac_tr.config import ConfigError, resolve_device, validate_config
 from sac_tr.data import buffer_device, make_collector, make_replay_buffer
 from sac_tr.env_state import (
     EnvStateError,
@@ -40,21 +40,23 @@ from sac_tr.env_state import (
     restore_collector_state,
 )
 from sac_tr.envs import make_env
+from sac_tr.eval_csv import last_eval_row, trim_eval_csv
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
 from sac_tr.run_dirs import (
     added_keys,
     checkpoint_frames,
     config_differences,
-    last_eval_row,
+    read_hydra_files,
     resolve_resume,
-    trim_eval_csv,
+    restore_hydra_files,
+    write_hydra_files,
 )
 from sac_tr.signals import StopOnSignal
 from sac_tr.threads import ThreadGovernor
 from sac_tr.tracking import EvalCSV, log_metrics, log_video_file, make_logger
 
-__all__ = ["Counters", "TrainSummary", "TrainingRun", "resolve_device", "train"]
+__all__ = ["Counters", "TrainSummary", "TrainingRun", "train"]
 
 
 @dataclass
@@ -84,13 +86,6 @@ class Counters:
     wall_time_s: float = 0.0  # seconds of training so far, over every resumed segment
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 _CONSOLE_LOGGERS = [
     logging.getLogger(),
     logging.getLogger("torchrl"),
@@ -111,14 +106,24 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     ``total_frames`` returns at once with ``already_finished=True``.
     """
     validate_config(cfg)  # fail on a typo before any environment or network is built
-    run_dir = Path(run_dir)
+    launch_dir = run_dir = Path(run_dir)
+    launch = read_hydra_files(launch_dir)  # this command, as hydra recorded it (none outside hydra)
     resumed = None
     path = resolve_resume(cfg.resume, run_dir)
     if path is not None:
         run_dir = path.parent.parent  # the run continues in its own directory
         resumed = (load_checkpoint(path), path)
-        check_same_config(resumed[0], cfg, path)
+        # resume=auto: hydra has just rewritten the run's own .hydra/ with this command
+        in_place = run_dir.resolve() == launch_dir.resolve()
+        try:
+            check_same_config(resumed[0], cfg, path)
+        except ConfigError:
+            if in_place:
+                _keep_run_record(run_dir, resumed[0])  # the refused command is not the run's
+            raise
         if checkpoint_frames(path) >= cfg.total_frames:
+            if in_place:
+                _keep_run_record(run_dir, resumed[0])
             return finished_summary(resumed[0], run_dir, path)
     if cfg.total_frames <= cfg.env.init_random_frames:
         print(
@@ -126,7 +131,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
             f"{cfg.env.init_random_frames}: this run only takes random actions and makes no update; "
             "raise total_frames or lower env.init_random_frames."
         )
-    run = TrainingRun(cfg, run_dir, resumed)
+    run = TrainingRun(cfg, run_dir, resumed, hydra_files=launch)
+    if resumed and launch:
+        write_hydra_files(run_dir, launch)  # resume=PATH: the run's record is now this command
     # Ctrl-C / SIGTERM: finish this step, checkpoint, return. Log lines (torchrl's INFO, the
     # user's) are written above the progress bar instead of through it.
     with StopOnSignal() as stop, logging_redirect_tqdm(loggers=_CONSOLE_LOGGERS):
@@ -170,6 +177,18 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
         print(f"Resuming {path}: keys new since it was written, at today's values: {added}")
 
 
+def _keep_run_record(run_dir: Path, state: dict) -> None:
+    """Put back the run's ``.hydra/`` record from its checkpoint (``restore_hydra_files``); say
+    so when the checkpoint is older than the record it keeps and ``overrides.yaml`` stays as
+    this launch wrote it."""
+    restore_hydra_files(run_dir, state)
+    if not state.get("hydra_files") and (run_dir / ".hydra" / "overrides.yaml").is_file():
+        print(
+            f"Note: {run_dir}/.hydra/overrides.yaml now holds this launch's overrides: the run's "
+            "checkpoint predates the copy of them sac_tr keeps (config.yaml was put back)."
+        )
+
+
 def finished_summary(state: dict, run_dir: Path, path: Path) -> TrainSummary:
     """What a run that already reached its frame budget reports, without building anything."""
     row = last_eval_row(run_dir / "eval.csv")
@@ -188,7 +207,11 @@ class TrainingRun:
     """Everything one training run works on, built (and restored when resuming) from ``cfg``."""
 
     def __init__(
-        self, cfg: DictConfig, run_dir: Path, resumed: tuple[dict, Path] | None = None
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        resumed: tuple[dict, Path] | None = None,
+        hydra_files: dict[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
         self.threads = ThreadGovernor(cfg.threads)  # auto: cores not busy with other processes
@@ -197,6 +220,13 @@ class TrainingRun:
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.run_dir = run_dir
+        # The command as hydra recorded it, kept in checkpoints (``restore_hydra_files``): this
+        # launch's, else (train() outside hydra) the one the run already kept.
+        self.hydra_files = (
+            hydra_files
+            or (resumed[0].get("hydra_files") if resumed else None)
+            or read_hydra_files(run_dir)
+        )
 
         # Environments, the agent (pi_phi, Q_theta_1,2, V_psi, V_psibar) and the replay buffer D.
         self.eval_env = make_env(cfg.env.id, seed=cfg.seed + 10_000)
@@ -420,6 +450,7 @@ class TrainingRun:
             "wandb_id": getattr(getattr(self.logger, "experiment", None), "id", "") or "",
             "has_buffer": bool(self.cfg.checkpoint.save_buffer),
             "config": OmegaConf.to_yaml(self.cfg),
+            "hydra_files": self.hydra_files,
         }
         self.checkpoint_path = save_checkpoint(state, path)
         cost = {"checkpoint/seconds": time.perf_counter() - started}

@@ -86,3 +86,23 @@ def test_thread_settings_accepted(threads):
 def test_a_bad_thread_setting_names_the_choices():
     with pytest.raises(ConfigError, match=r"threads='many': must be a positive integer, 'auto'"):
         validate_config(make_cfg("threads=many"), CONFIGS)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("loss=sac_v2", "+value.kwargs.depth=3"), r"value.kwargs set, but the loss \(sac_v2\)"),
+        (("loss=td3", "value.target=tests.custom_parts.make_residual_value"), r"value.target set"),
+    ],
+)
+def test_value_settings_for_a_loss_without_v_are_refused_as_unused(overrides, message):
+    # V is built only for a loss that takes one: its builder's arguments are not the problem.
+    with pytest.raises(ConfigError, match=message) as err:
+        validate_config(make_cfg(*overrides))
+    assert "make_value takes no argument" not in str(err.value)
+
+
+def test_a_loss_with_v_still_has_its_value_builder_checked():
+    with pytest.raises(ConfigError, match=r"make_value takes no argument 'depth'"):
+        validate_config(make_cfg("loss=sac_v1", "+value.kwargs.depth=3"))
+    validate_config(make_cfg("loss=sac_v2"))  # the value group's defaults, unused, pass

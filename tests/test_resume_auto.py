@@ -11,12 +11,13 @@ import torch
 
 from sac_tr.checkpoint import list_checkpoints, load_checkpoint
 from sac_tr.config import ConfigError
+from sac_tr.eval_csv import trim_eval_csv
 from sac_tr.run_dirs import (
     added_keys,
     checkpoint_frames,
     config_differences,
     remove_if_unused,
-    trim_eval_csv,
+    restore_hydra_files,
 )
 from sac_tr.train import TrainingRun, train
 from tests.test_recipe import FAST, ROOT, make_cfg
@@ -113,21 +114,70 @@ def _recipe(*overrides: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_refused_and_resumed_runs_leave_no_empty_run_directory(tmp_path):
+def _hydra_record(run: Path) -> dict[str, str]:
+    return {name: (run / ".hydra" / name).read_text() for name in ("config.yaml", "overrides.yaml")}
+
+
+def test_refused_and_resumed_runs_leave_no_empty_run_directory_and_the_runs_record(tmp_path):
+    # Hydra rewrites .hydra/ before the task runs; sac_tr.analysis groups runs by those files.
     refused = _recipe("batch_size=0", f"hydra.run.dir={tmp_path / 'refused'}")
     assert refused.returncode == 2 and "batch_size=0" in refused.stderr
     assert not (tmp_path / "refused").exists()
     run = tmp_path / "run"
-    done = _recipe("total_frames=100", "logger=none", f"hydra.run.dir={run}")
+    same = ("logger=none", "resume=auto", f"hydra.run.dir={run}")
+    done = _recipe("total_frames=100", *same)
     assert done.returncode == 0, done.stderr
+    record = _hydra_record(run)
+    assert "total_frames=100" in record["overrides.yaml"]
+    # Refused in place (another batch size): the run's record is put back.
+    changed = _recipe("total_frames=200", "batch_size=16", *same)
+    assert changed.returncode == 2 and "batch_size: saved 32, now 16" in changed.stderr
+    assert _hydra_record(run) == record
+    # Continued from elsewhere (resume=PATH): no empty directory beside it, and the run's record
+    # becomes the command that continued it.
     resumed = _recipe(
         "total_frames=200", "logger=none", f"resume={run}", f"hydra.run.dir={tmp_path / 'new'}"
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert not (tmp_path / "new").exists()  # continued in `run`, no empty directory beside it
+    assert not (tmp_path / "new").exists()
     assert [int(r["frames"]) for r in _rows(run)] == [100, 200]
-    finished = _recipe("total_frames=200", "logger=none", "resume=auto", f"hydra.run.dir={run}")
+    record = _hydra_record(run)
+    assert "total_frames: 200" in record["config.yaml"]
+    assert "total_frames=200" in record["overrides.yaml"]
+    # Finished, launched in place with another progress setting: the record stays the run's.
+    finished = _recipe("total_frames=200", "progress=false", *same)
     assert finished.returncode == 0 and "Already finished" in finished.stdout
+    assert _hydra_record(run) == record
+
+
+def test_a_refused_resume_from_elsewhere_leaves_the_runs_record_alone(tmp_path):
+    # resume=PATH launched in another directory: hydra wrote there, not in the run's .hydra/.
+    run, launch = tmp_path / "run", tmp_path / "launch"
+    train(make_cfg("total_frames=100", "logger=none"), run)
+    for folder, overrides in ((run, "- seed=0\n"), (launch, "- batch_size=16\n")):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "config.yaml").write_text("as: written by hydra\n")
+        (folder / ".hydra" / "overrides.yaml").write_text(overrides)
+    with pytest.raises(ConfigError):
+        train(make_cfg("total_frames=200", "logger=none", "batch_size=16", f"resume={run}"), launch)
+    assert (run / ".hydra" / "config.yaml").read_text() == "as: written by hydra\n"
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- seed=0\n"
+
+
+def test_restore_hydra_files_by_hand(tmp_path):
+    hydra = tmp_path / ".hydra"
+    hydra.mkdir()
+    (hydra / "config.yaml").write_text("seed: 9\n")
+    (hydra / "overrides.yaml").write_text("- seed=9\n")
+    state = {"config": "seed: 0\n", "hydra_files": {"config.yaml": "seed: 1\n", "x.yaml": "a"}}
+    assert restore_hydra_files(tmp_path, state) == ["config.yaml"]
+    assert (hydra / "config.yaml").read_text() == "seed: 1\n"
+    assert not (hydra / "x.yaml").exists()  # only hydra's own files, and only those it wrote
+    # A checkpoint from before the record was kept: its saved configuration, the overrides left.
+    assert restore_hydra_files(tmp_path, {"config": "seed: 0\n"}) == ["config.yaml"]
+    assert (hydra / "config.yaml").read_text() == "seed: 0\n"
+    assert (hydra / "overrides.yaml").read_text() == "- seed=9\n"
+    assert restore_hydra_files(tmp_path / "elsewhere", state) == []  # outside hydra: nothing made
 
 
 def test_wandb_summary_holds_the_final_frame_count(tmp_path, monkeypatch):

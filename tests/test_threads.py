@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from sac_tr.threads import CLOCK_TICKS, CpuSample, ThreadGovernor, allowed_cores, parse_proc_stat
+from sac_tr.threads import (
+    CLOCK_TICKS,
+    CpuSample,
+    ThreadGovernor,
+    allowed_cores,
+    choose_threads,
+    parse_proc_stat,
+)
 
 PROC_STAT = """cpu  300 0 100 1000 50 0 0 0 0 0
 cpu0 100 0 50 500 25 0 0 0 0 0
@@ -76,6 +83,47 @@ def test_auto_drops_to_one_thread_beside_another_run_and_takes_the_core_back(res
     machine.advance(6.0, others=0.3, own=1.7)  # a small background load keeps both threads
     governor.update()
     assert governor.threads == 2
+
+
+def test_a_load_around_half_a_core_does_not_flip_the_thread_count(restore_threads):
+    machine = FakeMachine()
+    governor = make_governor(machine)
+    assert governor.threads == 2
+    counts = []
+    for others in (0.6, 0.4, 0.6, 0.4, 0.1, 0.4):  # busy half the time, give or take
+        machine.advance(6.0, others=others, own=2.0 - others)
+        governor.update()
+        counts.append(governor.threads)
+    # Dropped at 0.6 (the core is busy more than half the time), taken back only at 0.1 (free
+    # more than three quarters of it), kept at 0.4 either way.
+    assert counts == [1, 1, 1, 1, 2, 2]
+
+
+def test_the_first_count_is_the_machines_not_an_earlier_runs(restore_threads):
+    # An earlier run in this process left one thread; a neighbour keeps 0.3 of a core busy,
+    # which a fresh start counts as free (the hysteresis only holds a count once it is set).
+    torch.set_num_threads(1)
+    machine = FakeMachine()
+
+    def sample(cpus):
+        machine.advance(0.25, others=0.3, own=0.0)
+        return machine.sample(cpus)
+
+    governor = ThreadGovernor(
+        "auto", first_window_s=0.0, sample=sample, clock=lambda: machine.now, env={}, cpus={0, 1}
+    )
+    assert governor.threads == 2
+
+
+def test_choose_threads_by_hand():
+    assert choose_threads(allowed=8, n_cpus=8, busy=2.4) == 6  # 2 cores busy elsewhere
+    assert choose_threads(allowed=8, n_cpus=8, busy=2.6) == 5
+    assert choose_threads(allowed=4, n_cpus=8, busy=0.0) == 4  # the scheduler's limit
+    assert choose_threads(allowed=8, n_cpus=8, busy=8.0) == 1  # never below one
+    assert choose_threads(allowed=8, n_cpus=8, busy=2.4, current=5) == 5  # 5.6 free: not 6 yet
+    assert choose_threads(allowed=8, n_cpus=8, busy=2.2, current=5) == 6  # 5.8 free: take one
+    assert choose_threads(allowed=8, n_cpus=8, busy=0.2, current=5) == 8
+    assert choose_threads(allowed=8, n_cpus=8, busy=3.6, current=5) == 4  # dropping: no delay
 
 
 def test_auto_never_goes_below_one_or_above_the_allowed_cores(restore_threads):

@@ -11,7 +11,13 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from sac_tr.agent import make_agent
-from sac_tr.analysis import area_under_curve, iqm, stratified_bootstrap_ci
+from sac_tr.analysis import (
+    area_under_curve,
+    find_runs,
+    group_runs,
+    iqm,
+    stratified_bootstrap_ci,
+)
 from sac_tr.checkpoint import load_checkpoint
 from sac_tr.config import ConfigError
 from sac_tr.envs import make_env
@@ -213,3 +219,15 @@ def _read_csv(path):
 
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def test_how_a_run_resumed_or_how_many_threads_it_had_is_not_a_variant(tmp_path):
+    # Two seeds of loss=td3, one of them continued by resume=PATH with threads=1; and loss=sac_v1.
+    write_run(tmp_path, "a", "Pendulum-v1", 0, ["loss=td3"], [1.0])
+    write_run(tmp_path, "b", "Pendulum-v1", 1, ["loss=td3", "resume=runs/x", "threads=1"], [2.0])
+    write_run(tmp_path, "c", "Pendulum-v1", 0, ["loss=sac_v1", "threads=auto"], [3.0])
+    grouped = group_runs(find_runs([tmp_path]))["Pendulum-v1"]
+    assert {variant: sorted(r.seed for r in runs) for variant, runs in grouped.items()} == {
+        "loss=td3": [0, 1],
+        "loss=sac_v1": [0],
+    }
