@@ -187,7 +187,7 @@ def collect_suite(out_dir: Path, dest: Path) -> None:
     import shutil
 
     for _, _, run_dir in suite_jobs(out_dir):
-        if not (run_dir / "eval.csv").exists():
+        if not read_eval_rows(run_dir / "eval.csv"):  # not started, or no evaluation yet
             continue
         target = dest / run_dir.name
         (target / ".hydra").mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,11 @@ __all__ = [
     "summary_table",
 ]
 
-# Overrides that never make another variant: the seed, where and how a run ran, how it resumed.
+# Overrides that never make another variant: the seed, where and how a run ran, how it resumed,
+# and its frame budget (nothing is scheduled by it; curves of unequal length pool to the shortest).
 IGNORED_OVERRIDE_KEYS = {
     "seed",
+    "total_frames",
     "hydra.run.dir",
     "hydra.sweep.dir",
     "logger",

@@ -235,7 +235,24 @@ def make_loss_from_config(
         cfg, "loss", actor, qvalue, notes=notes, action_spec=action_spec, value_network=value
     )
     loss.make_value_estimator(gamma=cfg.loss.gamma)
+    unused = _value_settings(cfg)
+    if not value.built and unused and notes is not None:  # said, not silently dropped
+        notes.append(
+            f"value: none built, the loss takes no value network: {', '.join(unused)} unused"
+        )
     return loss
+
+
+def _value_settings(cfg: DictConfig) -> list[str]:
+    """The ``value.*`` keys set away from their defaults: a builder, its ``kwargs``, hidden
+    sizes other than the critic's (which they follow by default)."""
+    node = _node(cfg, "value")
+    if node is cfg.critic:  # a config from before the value group: nothing of its own
+        return []
+    unused = [f"value.{key}" for key in ("target", "kwargs") if node.get(key)]
+    if list(node.hidden_sizes) != list(cfg.critic.hidden_sizes):
+        unused.append("value.hidden_sizes")
+    return unused
 
 
 def _half_range(action_spec: TensorSpec) -> float:

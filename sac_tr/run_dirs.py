@@ -99,7 +99,8 @@ _MISSING = object()
 def remove_if_unused(run_dir: str | os.PathLike) -> bool:
     """Delete a run directory that holds nothing but what hydra writes before a run starts (its
     ``.hydra/`` folder and an empty log): left by a run refused at validation, or by a resume that
-    continued in the original directory. Returns whether it was deleted."""
+    continued in the original directory; with it, the parents under ``./runs`` (and ``runs/``
+    itself) it leaves empty. Returns whether it was deleted."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return False
@@ -111,10 +112,12 @@ def remove_if_unused(run_dir: str | os.PathLike) -> bool:
         return False
     shutil.rmtree(run_dir)
     runs = (Path.cwd() / "runs").resolve()
-    for parent in run_dir.resolve().parents:  # runs/<env>/ left empty by the removal
-        if parent == runs or runs not in parent.parents or any(parent.iterdir()):
+    for parent in run_dir.resolve().parents:  # runs/<env>/ and runs/ left empty by the removal
+        if (parent != runs and runs not in parent.parents) or any(parent.iterdir()):
             break
         parent.rmdir()
+        if parent == runs:
+            break
     return True
 
 

@@ -46,10 +46,17 @@ class Accepted:
 
 
 class Lazy:
-    """An offered argument that is built only when the part takes it (e.g. a value network)."""
+    """An offered argument that is built only when the part takes it (e.g. a value network);
+    ``built`` says whether it was."""
 
     def __init__(self, build: Callable[[], Any]) -> None:
-        self.build = build
+        self._build = build
+        self.built = False
+
+    def build(self) -> Any:
+        """Build the argument (each call builds anew)."""
+        self.built = True
+        return self._build()
 
 
 def _levels(obj: Any) -> Iterator[tuple[Any, inspect.Signature | None]]:

@@ -125,11 +125,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
             if in_place:
                 _keep_run_record(run_dir, resumed[0])
             return finished_summary(resumed[0], run_dir, path)
-    if cfg.total_frames <= cfg.env.init_random_frames:
+    first_update = max(cfg.env.init_random_frames, cfg.batch_size)  # see TrainingRun.learn
+    if cfg.total_frames < first_update:
         print(
-            f"Note: total_frames={cfg.total_frames} <= env.init_random_frames="
-            f"{cfg.env.init_random_frames}: this run only takes random actions and makes no update; "
-            "raise total_frames or lower env.init_random_frames."
+            f"Note: total_frames={cfg.total_frames} makes no update: learning starts after "
+            f"env.init_random_frames={cfg.env.init_random_frames} random frames, once the buffer "
+            f"holds batch_size={cfg.batch_size} transitions (frame {first_update}); raise "
+            "total_frames or lower those."
         )
     run = TrainingRun(cfg, run_dir, resumed, hydra_files=launch)
     if resumed and launch:

@@ -235,10 +235,23 @@ def test_removing_an_unused_run_directory_takes_its_empty_parents_under_runs(tmp
     assert remove_if_unused(stamp)
     assert not (tmp_path / "runs" / "hopper").exists()  # left empty: removed
     assert (tmp_path / "runs" / "pendulum" / "kept").is_dir()  # runs/ itself and others stay
+    # The only run of a fresh clone, refused: nothing is left, not even runs/.
+    only = tmp_path / "runs" / "walker2d" / "2026-11-22_11-00-00_seed0"
+    (only / ".hydra").mkdir(parents=True)
+    (tmp_path / "runs" / "pendulum" / "kept").rmdir()
+    (tmp_path / "runs" / "pendulum").rmdir()
+    assert remove_if_unused(only)
+    assert not (tmp_path / "runs").exists()
+    assert tmp_path.is_dir()  # and nothing above it
 
 
 def test_a_short_run_logs_its_losses_and_says_it_never_left_the_random_phase(tmp_path, capsys):
     train(make_cfg("total_frames=300", "logger=csv", "log_every_updates=100000"), tmp_path)
     assert list((tmp_path / "csv").rglob("*loss_qvalue*"))  # the last partial window, logged
-    train(make_cfg("total_frames=100", "logger=none"), tmp_path / "random")
+    capsys.readouterr()
+    train(make_cfg("total_frames=99", "logger=none"), tmp_path / "random")
     assert "makes no update" in capsys.readouterr().out  # FAST: 100 random frames
+    # Past the random phase but with fewer transitions than a batch: no update either.
+    cfg = make_cfg("total_frames=150", "batch_size=200", "logger=none")
+    summary = train(cfg, tmp_path / "small")
+    assert summary.updates == 0 and "makes no update" in capsys.readouterr().out

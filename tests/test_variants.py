@@ -222,9 +222,10 @@ def _read_csv(path):
 
 
 def test_how_a_run_resumed_or_how_many_threads_it_had_is_not_a_variant(tmp_path):
-    # Two seeds of loss=td3, one of them continued by resume=PATH with threads=1; and loss=sac_v1.
+    # Two seeds of loss=td3, one continued by resume=PATH with threads=1 to a larger budget.
     write_run(tmp_path, "a", "Pendulum-v1", 0, ["loss=td3"], [1.0])
-    write_run(tmp_path, "b", "Pendulum-v1", 1, ["loss=td3", "resume=runs/x", "threads=1"], [2.0])
+    b = ["loss=td3", "resume=runs/x", "threads=1", "total_frames=600"]
+    write_run(tmp_path, "b", "Pendulum-v1", 1, b, [2.0])
     write_run(tmp_path, "c", "Pendulum-v1", 0, ["loss=sac_v1", "threads=auto"], [3.0])
     grouped = group_runs(find_runs([tmp_path]))["Pendulum-v1"]
     assert {variant: sorted(r.seed for r in runs) for variant, runs in grouped.items()} == {
