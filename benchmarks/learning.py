@@ -5,13 +5,18 @@
     python benchmarks/learning.py suite --dir ~/sac_tr_suite        # the MuJoCo suite campaign
     python benchmarks/learning.py suite --dir ~/sac_tr_suite --report   # its table so far
     python benchmarks/learning.py suite --dir ~/sac_tr_suite --collect benchmarks/results/suite
+    python benchmarks/learning.py suite --dir ~/sac_tr_suite --runs hopper_sac_v1_seed1 ant_sac_v1_seed0
+    python benchmarks/learning.py suite --dir ~/sac_tr_suite --skip-finished-in benchmarks/results/suite
 
 The suite (README, "Results"): sac_v1, sac_v2 and SB3 SAC (its defaults) on HalfCheetah, Hopper,
 Walker2d and Ant, seeds 0 and 1, 300k frames, evaluated every 10k frames. Runs go to
 ``<dir>/<env>_<loss>_seed<s>`` (ours: ``+experiment=suite``; SB3: ``benchmarks/sb3_sac.py``), in the
 order sac_v1 seeds 0-1, SB3 seed 0, sac_v2 seed 0, then the rest, ``--jobs`` at once. Every run
 resumes: stopping the campaign (SIGTERM/SIGINT) checkpoints the runs under way, and the same
-command continues the unfinished runs and skips the finished ones.
+command continues the unfinished runs and skips the finished ones. ``--runs`` takes only the named
+runs, in the order given; ``--skip-finished-in DEST`` leaves out the runs whose results in ``DEST``
+(the repository's ``benchmarks/results/suite``) already reach the last frame, so that a campaign
+restarted on a new machine does not redo them.
 
 Every run is its own process with one torch thread; ``--jobs`` runs that many at once (default:
 the number of cores). Both libraries are evaluated the same way: every ``eval_every`` frames,
@@ -36,7 +41,7 @@ from pathlib import Path
 
 from suite_table import TASKS, suite_table  # benchmarks/, on the path as this script's folder
 
-from sac_tr.eval_csv import read_eval_rows
+from sac_tr.eval_csv import last_eval_row, read_eval_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
@@ -111,6 +116,54 @@ def suite_jobs(out_dir: Path) -> list[tuple[str, list[str], Path]]:
     return jobs
 
 
+def last_frames(run_dir: Path) -> int:
+    """The frames of a run directory's last evaluation (0 when it has none)."""
+    row = last_eval_row(run_dir / "eval.csv")
+    return int(float(row["frames"])) if row else 0
+
+
+def select_jobs(
+    jobs: list[tuple[str, list[str], Path]], runs: list[str] | None, finished_in: Path | None
+) -> list[tuple[str, list[str], Path]]:
+    """The campaign's jobs restricted to ``runs`` (in that order; an unknown name is refused with
+    the valid ones) and without those whose results in ``finished_in`` reach the last frame."""
+    by_name = {job[0]: job for job in jobs}
+    if runs is not None:
+        unknown = [r for r in runs if r not in by_name]
+        if unknown:
+            raise SystemExit(
+                f"--runs: no suite run named {', '.join(unknown)}. "
+                f"The runs are: {' '.join(by_name)}"
+            )
+        jobs = [by_name[r] for r in dict.fromkeys(runs)]  # a name given twice runs once
+    if finished_in is not None:
+        if not finished_in.is_dir():
+            raise SystemExit(
+                f"--skip-finished-in: {finished_in} is not a directory. Give the one holding "
+                "<env>_<loss>_seed<s>/eval.csv, e.g. benchmarks/results/suite."
+            )
+        done = [name for name, *_ in jobs if last_frames(finished_in / name) >= SUITE["frames"]]
+        if done:
+            print(f"finished in {finished_in}, not run again: {' '.join(done)}", flush=True)
+        jobs = [job for job in jobs if job[0] not in done]
+    return jobs
+
+
+def wait_exited(proc: subprocess.Popen) -> None:
+    """Block until ``proc`` has exited, without reaping it: its pid stays its own (a zombie) until
+    ``reap``, so a signal sent to it meanwhile cannot reach a recycled pid."""
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+
+
+def reap(proc: subprocess.Popen) -> tuple[int, float]:
+    """Wait for ``proc`` and reap it: its exit code (``-N`` for signal N) and its peak resident
+    memory in MiB, the kernel's ``ru_maxrss`` (KiB on Linux). That count starts from the
+    launcher's own memory at fork, which is why this script does not import torch."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
+
+
 def describe_sb3_run(run_dir: Path, env: str, env_id: str, seed: int) -> None:
     """Give an SB3 run the ``.hydra`` files our runs have, so ``recipes/plot.py`` groups it by
     task with ``loss=sb3`` as its variant."""
@@ -124,21 +177,23 @@ def describe_sb3_run(run_dir: Path, env: str, env_id: str, seed: int) -> None:
     )
 
 
-def run_suite(out_dir: Path, jobs: int) -> None:
-    """Run the campaign ``jobs`` at a time; on SIGTERM/SIGINT stop the runs under way (each
-    checkpoints) and start no new one. Each run's output goes to ``<dir>/logs/<name>.log``."""
+def run_suite(
+    out_dir: Path, jobs: int, runs: list[str] | None = None, finished_in: Path | None = None
+) -> None:
+    """Run the campaign (or the ``runs`` named, see ``select_jobs``) ``jobs`` at a time; on
+    SIGTERM/SIGINT stop the runs under way (each checkpoints) and start no new one. Each run's
+    output goes to ``<dir>/logs/<name>.log``."""
+    queue = select_jobs(suite_jobs(out_dir), runs, finished_in)
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
-    queue = suite_jobs(out_dir)
     lock, running, stopping = threading.Lock(), set(), threading.Event()
 
     def stop(signum, frame):
         stopping.set()
-        with lock:
+        with lock:  # os.kill, not Popen.send_signal: its poll() could reap the child before reap()
             for proc in running:
-                proc.send_signal(signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def work(job: tuple[str, list[str], Path]) -> None:
         name, cmd, run_dir = job
@@ -160,36 +215,54 @@ def run_suite(out_dir: Path, jobs: int) -> None:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip()
-        with (out_dir / name / "commits.txt").open("a") as f:  # the code each segment ran
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {commit or 'unknown'}\n")
+
+        def record(what: str = "") -> None:  # commits.txt: the code each segment ran, its end
+            with (out_dir / name / "commits.txt").open("a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {commit or 'unknown'}{what}\n")
+
         with (out_dir / "logs" / f"{name}.log").open("a") as log:
-            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
-            log.flush()
             with lock:
                 if stopping.is_set():
                     return
+                record()
+                log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+                log.flush()
                 proc = subprocess.Popen(
                     cmd, stdout=log, stderr=subprocess.STDOUT, env=env_vars, cwd=ROOT
                 )
                 running.add(proc)
-            code = proc.wait()
+            wait_exited(proc)
             with lock:
                 running.discard(proc)
+            code, peak_mib = reap(proc)
+        record(f" exit {code}, peak memory {peak_mib:.0f} MiB")
         print(f"{time.strftime('%H:%M:%S')} {name}: exit {code}", flush=True)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(work, queue))
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(work, queue))
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: a handler not set from Python, nothing to restore
+                signal.signal(sig, handler)
 
 
 def collect_suite(out_dir: Path, dest: Path) -> None:
     """Copy each run's eval.csv, its ``.hydra`` config and the commits it ran on to ``dest``
-    (committed to the repository: the runs themselves live outside it)."""
+    (committed to the repository: the runs themselves live outside it). A run that ``dest``
+    already holds further (an earlier execution of it, on a machine since lost) is kept there."""
     import shutil
 
     for _, _, run_dir in suite_jobs(out_dir):
-        if not read_eval_rows(run_dir / "eval.csv"):  # not started, or no evaluation yet
+        frames = last_frames(run_dir)
+        if not frames:  # not started, or no evaluation yet
             continue
         target = dest / run_dir.name
+        if (committed := last_frames(target)) > frames:
+            print(
+                f"{run_dir.name}: kept {target} (to {committed:,} frames) over {run_dir} (to {frames:,})"
+            )
+            continue
         (target / ".hydra").mkdir(parents=True, exist_ok=True)
         for name in ("eval.csv", "commits.txt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
             if (run_dir / name).exists():
@@ -303,6 +376,15 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="suite: the campaign directory")
     parser.add_argument("--report", action="store_true", help="suite: print the table so far")
     parser.add_argument("--collect", type=Path, default=None, help="suite: copy results here")
+    parser.add_argument(
+        "--runs", nargs="+", default=None, help="suite: only these runs (<env>_<loss>_seed<s>)"
+    )
+    parser.add_argument(
+        "--skip-finished-in",
+        type=Path,
+        default=None,
+        help="suite: leave out the runs whose results here reach the last frame",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 SAC")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -311,12 +393,16 @@ def main() -> None:
         "overrides", nargs="*", default=[], help="extra hydra overrides for our recipe"
     )
     args = parser.parse_intermixed_args()  # hydra overrides may follow the options
+    if (args.runs or args.skip_finished_in) and (args.report or args.collect):
+        parser.error(
+            "--runs and --skip-finished-in choose runs to train: not with --report/--collect"
+        )
     if args.env == "suite":
         out_dir = (args.dir or ROOT / "multirun" / "suite").expanduser().resolve()
         if args.collect:
             collect_suite(out_dir, args.collect)
         elif not args.report:
-            run_suite(out_dir, args.jobs)
+            run_suite(out_dir, args.jobs, args.runs, args.skip_finished_in)
         print(f"{out_dir}: deterministic evaluation return (10 episodes), mean over the seeds")
         print(suite_table(out_dir, SUITE["report"], [SUITE["eval_every"], *SUITE["report"]]))
         return

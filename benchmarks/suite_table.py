@@ -118,9 +118,9 @@ def suite_table(root: Path, frames: list[int], windows: list[int]) -> str:
             latest = [
                 f"s{r.seed} at {r.last_frames // 1000}k" for r in runs if r.last_frames < frames[-1]
             ]
-            if latest:  # runs still under way
+            if latest:  # runs under way, or stopped before the end
                 cells[-1] = (
-                    (cells[-1] + "; " if cells[-1] else "") + "running: " + ", ".join(latest)
+                    (cells[-1] + "; " if cells[-1] else "") + "unfinished: " + ", ".join(latest)
                 )
             lines.append(
                 "| "

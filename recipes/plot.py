@@ -98,13 +98,14 @@ def write_tables(rows: list[dict], out: Path) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
+        runs = f"{r['runs']} ({r['seeds']})" if "seeds" in r else str(r["runs"])
         auc = (
             f"{fmt(r['auc_iqm'])} [{fmt(r['auc_ci_low'])}, {fmt(r['auc_ci_high'])}]"
             if "auc_iqm" in r
             else ""
         )
         lines.append(
-            f"| {r['env']} | {r['variant']} | {r['runs']} ({r.get('seeds', '')}) | "
+            f"| {r['env']} | {r['variant']} | {runs} | "
             f"{r.get('frames', '')} | {fmt(r['final_iqm'])} [{fmt(r['final_ci_low'])}, "
             f"{fmt(r['final_ci_high'])}] | {fmt(r.get('final_mean', ''))} | {auc} |"
         )

@@ -96,7 +96,9 @@ def _read_yaml(path: Path):
 
 def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
     """``{env: {variant: [runs]}}``; a run's variant is its overrides minus the seed, the env
-    and the overrides shared by every run (``"default"`` when nothing is left)."""
+    and the overrides shared by every run, ``"default"`` when nothing is left (the baseline of a
+    sweep). When nothing is left for any run (a single variant, e.g. a suite with only
+    ``loss=sac_v1`` runs so far), the variant is the shared overrides instead."""
 
     def key(override: str) -> str:
         return override.lstrip("+~").split("=", 1)[0]
@@ -106,6 +108,8 @@ def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
         for r in runs
     ]
     shared = set.intersection(*candidates) if candidates else set()
+    if all(overrides == shared for overrides in candidates):  # a single variant: name it
+        shared = set()
     grouped: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run, overrides in zip(runs, candidates, strict=True):
         run.variant = " ".join(sorted(o.lstrip("+") for o in overrides - shared)) or "default"
@@ -221,7 +225,9 @@ def _normalized_rows(
     grouped: dict[str, dict[str, list[Run]]], reps: int, seed: int
 ) -> list[dict[str, object]]:
     """Across environments: final scores min-max normalised per environment (over all its runs),
-    IQM with a bootstrap stratified by environment, for variants run on every environment."""
+    IQM with a bootstrap stratified by environment, for variants run on every environment. No
+    rows when fewer than two variants ran on every environment: the row compares variants, and
+    with a variant alone (one run per environment) it would read 0 everywhere."""
     finals: dict[str, dict[str, np.ndarray]] = {}
     for env, variants in grouped.items():
         last = {v: common_frames(runs)[-1] for v, runs in variants.items()}
@@ -231,6 +237,8 @@ def _normalized_rows(
         }
     rows = []
     everywhere = set.intersection(*(set(v) for v in finals.values()))
+    if len(everywhere) < 2:
+        return rows
     for variant in sorted(everywhere):
         strata = {}
         for env, by_variant in finals.items():

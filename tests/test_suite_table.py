@@ -50,7 +50,7 @@ def test_the_table_by_hand(tmp_path):
     assert v1[:2] == ["Hopper-v5", "sac_v1"]
     assert v1[2] == "150 (s0 100, s1 200)"  # (100 + 200) / 2
     assert v1[3] == "200 (s0 300, s1 101)"  # (300 + 101) / 2 = 200.5, printed to the unit
-    assert v1[4] == "s0 500 only; running: s1 at 20k"
+    assert v1[4] == "s0 500 only; unfinished: s1 at 20k"
     assert v1[5] == "s0 0.6 h, 15 f/s"  # 30,000 frames in 2,000 s
     # seed 0: 10,000 frames in 500 s, then in 1,000 s; seed 1: in 400 s, then not yet
     assert v1[6] == "s0 20 / 10; s1 25 / -"

@@ -17,6 +17,7 @@ from sac_tr.analysis import (
     group_runs,
     iqm,
     stratified_bootstrap_ci,
+    summary_table,
 )
 from sac_tr.checkpoint import load_checkpoint
 from sac_tr.config import ConfigError
@@ -232,3 +233,43 @@ def test_how_a_run_resumed_or_how_many_threads_it_had_is_not_a_variant(tmp_path)
         "loss=td3": [0, 1],
         "loss=sac_v1": [0],
     }
+
+
+def test_a_single_variant_is_named_by_its_overrides_and_gets_no_normalised_row(tmp_path):
+    # A suite with only sac_v1 runs so far: one run on each of two tasks.
+    for env, final in [("Hopper-v5", 3.0), ("Walker2d-v5", 7.0)]:
+        write_run(
+            tmp_path, env, env, 0, ["+experiment=suite", f"env={env}", "loss=sac_v1"], [final]
+        )
+    grouped = group_runs(find_runs([tmp_path]))
+    assert {env: list(v) for env, v in grouped.items()} == {
+        "Hopper-v5": ["experiment=suite loss=sac_v1"],
+        "Walker2d-v5": ["experiment=suite loss=sac_v1"],
+    }
+    # Min-max normalising the only variant by its own single run would give 0 everywhere.
+    rows = summary_table(grouped, reps=50)
+    assert [r["env"] for r in rows] == ["Hopper-v5", "Walker2d-v5"]
+
+
+def test_the_normalised_row_with_two_variants_by_hand(tmp_path):
+    # Hopper: sac_v1 ends at 1 and 3, td3 at 5; Walker2d: sac_v1 at 10, td3 at 20 and 30.
+    runs = [("Hopper-v5", "loss=sac_v1", 0, 1.0), ("Hopper-v5", "loss=sac_v1", 1, 3.0)]
+    runs += [("Hopper-v5", "loss=td3", 0, 5.0), ("Walker2d-v5", "loss=sac_v1", 0, 10.0)]
+    runs += [("Walker2d-v5", "loss=td3", 0, 20.0), ("Walker2d-v5", "loss=td3", 1, 30.0)]
+    for i, (env, loss, seed, final) in enumerate(runs):
+        write_run(tmp_path, f"r{i}", env, seed, [loss], [final])
+    rows = summary_table(group_runs(find_runs([tmp_path])), reps=200)
+    normalised = {r["variant"]: r for r in rows if r["env"] == "all (min-max normalised)"}
+    assert sorted(normalised) == ["loss=sac_v1", "loss=td3"]
+    # Hopper spans 1..5: sac_v1 -> 0, 0.5; td3 -> 1. Walker2d spans 10..30: sac_v1 -> 0; td3 -> 0.5, 1.
+    # The IQM of 3 values keeps all 3 (floor(3/4) = 0 dropped): sac_v1 (0 + 0.5 + 0) / 3, td3 2.5 / 3.
+    assert normalised["loss=sac_v1"]["final_iqm"] == pytest.approx(0.5 / 3)
+    assert normalised["loss=td3"]["final_iqm"] == pytest.approx(2.5 / 3)
+    assert normalised["loss=td3"]["runs"] == 3
+    # summary.md: the normalised row has no seeds to list.
+    spec = importlib.util.spec_from_file_location("plot", ROOT / "recipes" / "plot.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    table = plot.write_tables(rows, tmp_path)
+    assert "| all (min-max normalised) | loss=td3 | 3 |  | 0.8 [" in table
+    assert "| Hopper-v5 | loss=sac_v1 | 2 (0 1) | 100 |" in table
