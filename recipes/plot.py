@@ -1,5 +1,5 @@
 """Plot a sweep: eval return vs frames per environment (mean across seeds with a 95% bootstrap
-band, one curve per variant) and a table of final and area-under-curve scores (IQM with 95%
+band on the frames every seed reached, one curve per variant, each seed as a thin line) and a table of final and area-under-curve scores (IQM with 95%
 stratified-bootstrap intervals, the rliable approach).
 
     python recipes/plot.py multirun/<date>/ --out figures/fig1
@@ -52,6 +52,17 @@ def load(roots: list[Path], metrics: list[str]):
 
 
 def plot(grouped, path: Path, title: str | None) -> None:
+    """Write ``figure(grouped, title)`` to ``path``."""
+    fig = figure(grouped, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure(grouped, title: str | None) -> plt.Figure:
+    """One panel per environment: per variant, the mean over seeds with its bootstrap band on the
+    frames every seed reached, and, for several seeds, each seed's own curve as a thin line to
+    wherever it got (runs still under way have unequal lengths)."""
     envs = list(grouped)
     cols = 2 if len(envs) == 4 else min(len(envs), 3)  # the MuJoCo suite as a 2x2 grid
     rows = -(-len(envs) // cols)
@@ -63,6 +74,16 @@ def plot(grouped, path: Path, title: str | None) -> None:
             frames, mean, low, high = mean_curve_band(runs)
             (line,) = ax.plot(frames, mean, label=f"{variant} (n={len(runs)})")
             ax.fill_between(frames, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            if len(runs) > 1:
+                for run in runs:
+                    ax.plot(  # a leading "_" keeps it out of the legend
+                        run.frames,
+                        run.returns,
+                        color=line.get_color(),
+                        alpha=0.4,
+                        lw=0.7,
+                        label=f"_seed {run.seed}",
+                    )
         ax.set_title(env)
         ax.set_xlabel("environment frames")
         ax.xaxis.set_major_formatter(FuncFormatter(_frames_label))
@@ -72,9 +93,7 @@ def plot(grouped, path: Path, title: str | None) -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def _frames_label(value: float, _position: int) -> str:

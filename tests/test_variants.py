@@ -273,3 +273,24 @@ def test_the_normalised_row_with_two_variants_by_hand(tmp_path):
     table = plot.write_tables(rows, tmp_path)
     assert "| all (min-max normalised) | loss=td3 | 3 |  | 0.8 [" in table
     assert "| Hopper-v5 | loss=sac_v1 | 2 (0 1) | 100 |" in table
+
+
+def test_the_figure_draws_each_seed_to_where_it_got(tmp_path):
+    spec = importlib.util.spec_from_file_location("plot", ROOT / "recipes" / "plot.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    # loss=sac_v1: seed 0 evaluated 5 times (to 500 frames), seed 1 only 3 times; td3: one seed.
+    write_run(tmp_path, "a0", "Hopper-v5", 0, ["loss=sac_v1"], [1.0, 2.0, 3.0, 4.0, 5.0])
+    write_run(tmp_path, "a1", "Hopper-v5", 1, ["loss=sac_v1"], [3.0, 4.0, 5.0])
+    write_run(tmp_path, "b0", "Hopper-v5", 0, ["loss=td3"], [7.0, 8.0])
+    fig = plot.figure(group_runs(find_runs([tmp_path])), None)
+    lines = {
+        (line.get_label(), tuple(line.get_xdata()), tuple(line.get_ydata()))
+        for line in fig.axes[0].get_lines()
+    }
+    assert lines == {
+        ("loss=sac_v1 (n=2)", (100, 200, 300), (2.0, 3.0, 4.0)),  # the mean where both are
+        ("_seed 0", (100, 200, 300, 400, 500), (1.0, 2.0, 3.0, 4.0, 5.0)),  # seed 0 to 500
+        ("_seed 1", (100, 200, 300), (3.0, 4.0, 5.0)),  # seed 1 to 300
+        ("loss=td3 (n=1)", (100, 200), (7.0, 8.0)),  # one seed: its curve is the mean
+    }
