@@ -8,7 +8,7 @@
     python benchmarks/learning.py suite --dir ~/sac_tr_suite --runs hopper_sac_v1_seed1 ant_sac_v1_seed0
     python benchmarks/learning.py suite --dir ~/sac_tr_suite --skip-finished-in benchmarks/results/suite
 
-The suite (README, "Results"): sac_v1, sac_v2 and SB3 SAC (its defaults) on HalfCheetah, Hopper,
+The suite (README, "The MuJoCo suite"): sac_v1, sac_v2 and SB3 SAC (its defaults) on HalfCheetah, Hopper,
 Walker2d and Ant, seeds 0 and 1, 300k frames, evaluated every 10k frames. Runs go to
 ``<dir>/<env>_<loss>_seed<s>`` (ours: ``+experiment=suite``; SB3: ``benchmarks/sb3_sac.py``), in the
 order sac_v1 seeds 0-1, SB3 seed 0, sac_v2 seed 0, then the rest, ``--jobs`` at once. Every run
@@ -22,7 +22,7 @@ Every run is its own process with one torch thread; ``--jobs`` runs that many at
 the number of cores). Both libraries are evaluated the same way: every ``eval_every`` frames,
 10 episodes of the deterministic policy on a separate environment. Prints, per checkpoint, the
 mean eval return of each seed and their mean, the targets, and frames per second of the whole
-loop (wall time including evaluation, the same for both). Results go to benchmarks/results/.
+loop (wall time including evaluation, the same for both). A preset's results go to benchmarks/results/; the suite's runs to ``--dir``.
 """
 
 from __future__ import annotations
@@ -137,10 +137,10 @@ def select_jobs(
             )
         jobs = [by_name[r] for r in dict.fromkeys(runs)]  # a name given twice runs once
     if finished_in is not None:
-        if not finished_in.is_dir():
+        if not any(last_frames(finished_in / name) for name in by_name):
             raise SystemExit(
-                f"--skip-finished-in: {finished_in} is not a directory. Give the one holding "
-                "<env>_<loss>_seed<s>/eval.csv, e.g. benchmarks/results/suite."
+                f"--skip-finished-in: {finished_in} holds no suite run with an evaluation. Give "
+                "the directory holding <env>_<loss>_seed<s>/eval.csv, e.g. benchmarks/results/suite."
             )
         done = [name for name, *_ in jobs if last_frames(finished_in / name) >= SUITE["frames"]]
         if done:
@@ -157,8 +157,9 @@ def wait_exited(proc: subprocess.Popen) -> None:
 
 def reap(proc: subprocess.Popen) -> tuple[int, float]:
     """Wait for ``proc`` and reap it: its exit code (``-N`` for signal N) and its peak resident
-    memory in MiB, the kernel's ``ru_maxrss`` (KiB on Linux). That count starts from the
-    launcher's own memory at fork, which is why this script does not import torch."""
+    memory in MiB, the kernel's ``ru_maxrss`` (KiB on Linux; this launcher is Linux-only): the
+    largest of the child, its reaped descendants and the launcher's own peak, which fork and
+    exec carry over, so this script does not import torch."""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, usage.ru_maxrss / 1024
@@ -185,7 +186,8 @@ def run_suite(
     output goes to ``<dir>/logs/<name>.log``."""
     queue = select_jobs(suite_jobs(out_dir), runs, finished_in)
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
-    lock, running, stopping = threading.Lock(), set(), threading.Event()
+    # Re-entrant: a second signal can arrive while the handler holds it, in the same thread.
+    lock, running, stopping = threading.RLock(), set(), threading.Event()
 
     def stop(signum, frame):
         stopping.set()
@@ -198,6 +200,9 @@ def run_suite(
     def work(job: tuple[str, list[str], Path]) -> None:
         name, cmd, run_dir = job
         if stopping.is_set():
+            return
+        if last_frames(run_dir) >= SUITE["frames"]:  # also when its checkpoints were deleted
+            print(f"{name}: finished ({run_dir / 'eval.csv'} reaches the last frame)", flush=True)
             return
         if name.split("_")[1] == "sb3":
             env, _, seed = name.split("_")
@@ -212,8 +217,11 @@ def run_suite(
             run_locked(name, cmd, env_vars)
 
     def run_locked(name: str, cmd: list[str], env_vars: dict[str, str]) -> None:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        commit = subprocess.run(  # "-dirty": the run's code is not exactly the commit's
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         ).stdout.strip()
 
         def record(what: str = "") -> None:  # commits.txt: the code each segment ran, its end
@@ -231,9 +239,11 @@ def run_suite(
                     cmd, stdout=log, stderr=subprocess.STDOUT, env=env_vars, cwd=ROOT
                 )
                 running.add(proc)
-            wait_exited(proc)
-            with lock:
-                running.discard(proc)
+            try:
+                wait_exited(proc)
+            finally:
+                with lock:
+                    running.discard(proc)
             code, peak_mib = reap(proc)
         record(f" exit {code}, peak memory {peak_mib:.0f} MiB")
         print(f"{time.strftime('%H:%M:%S')} {name}: exit {code}", flush=True)
@@ -253,6 +263,7 @@ def collect_suite(out_dir: Path, dest: Path) -> None:
     already holds further (an earlier execution of it, on a machine since lost) is kept there."""
     import shutil
 
+    copied = kept = 0
     for _, _, run_dir in suite_jobs(out_dir):
         frames = last_frames(run_dir)
         if not frames:  # not started, or no evaluation yet
@@ -262,12 +273,14 @@ def collect_suite(out_dir: Path, dest: Path) -> None:
             print(
                 f"{run_dir.name}: kept {target} (to {committed:,} frames) over {run_dir} (to {frames:,})"
             )
+            kept += 1
             continue
+        copied += 1
         (target / ".hydra").mkdir(parents=True, exist_ok=True)
         for name in ("eval.csv", "commits.txt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
             if (run_dir / name).exists():
                 shutil.copy(run_dir / name, target / name)
-    print(f"collected into {dest}")
+    print(f"collected {copied} run(s) into {dest}; kept {kept} longer one(s) there")
 
 
 def run_ours(name: str, preset: dict, seed: int, out_dir: Path, extra: list[str]) -> dict:
@@ -368,6 +381,39 @@ def report(name: str, preset: dict, results: list[dict]) -> None:
         )
 
 
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse options that the chosen mode would silently ignore, and campaign directories that
+    cannot be right, before anything runs."""
+    suite_only = {"--dir": args.dir, "--report": args.report, "--collect": args.collect}
+    suite_only |= {"--runs": args.runs, "--skip-finished-in": args.skip_finished_in}
+    preset_only = {"--seeds": args.seeds != [0], "--sb3": args.sb3, "--out": args.out}
+    preset_only["hydra overrides"] = args.overrides
+    if args.env != "suite" and (given := [k for k, v in suite_only.items() if v]):
+        parser.error(f"{', '.join(given)}: for the suite only (learning.py suite ...)")
+    if args.env == "suite" and (given := [k for k, v in preset_only.items() if v]):
+        parser.error(
+            f"{', '.join(given)}: not for the suite, whose runs, seeds and settings are fixed "
+            "(+experiment=suite); use --runs to choose runs"
+        )
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give at least 1")
+    if (args.runs or args.skip_finished_in) and (args.report or args.collect):
+        parser.error(
+            "--runs and --skip-finished-in choose runs to train: not with --report/--collect"
+        )
+    if args.env != "suite":
+        return
+    if (args.report or args.collect) and args.dir and not args.dir.expanduser().is_dir():
+        parser.error(f"--dir {args.dir}: no such campaign directory")
+    if args.dir and not (args.report or args.collect):
+        results = (ROOT / "benchmarks" / "results").resolve()
+        if results in [args.dir.expanduser().resolve(), *args.dir.expanduser().resolve().parents]:
+            parser.error(
+                f"--dir {args.dir}: runs would train inside the committed results; give a "
+                "directory outside the repository, e.g. ~/sac_tr_suite"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -393,10 +439,7 @@ def main() -> None:
         "overrides", nargs="*", default=[], help="extra hydra overrides for our recipe"
     )
     args = parser.parse_intermixed_args()  # hydra overrides may follow the options
-    if (args.runs or args.skip_finished_in) and (args.report or args.collect):
-        parser.error(
-            "--runs and --skip-finished-in choose runs to train: not with --report/--collect"
-        )
+    check_arguments(parser, args)
     if args.env == "suite":
         out_dir = (args.dir or ROOT / "multirun" / "suite").expanduser().resolve()
         if args.collect:

@@ -4,7 +4,7 @@
     python benchmarks/suite_table.py ~/sac_tr_suite --frames 100000 200000 300000
 
 For each task and variant (sac_v1, sac_v2, SB3): the deterministic evaluation return at each of
-``--frames`` (mean over the seeds that reached it, each seed in brackets), the wall time of each
+``--frames`` (mean over the seeds that reached it, each seed as ``sN`` in brackets, ``sN x only`` for a single seed), the wall time of each
 finished run and its frames per second, and frames per second in each window between two of
 ``--windows`` (whether the loop slows as the replay buffer fills). Wall time is ``wall_time_s`` of
 the eval row: training and evaluation, summed over the segments of a resumed run.

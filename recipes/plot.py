@@ -1,6 +1,7 @@
 """Plot a sweep: eval return vs frames per environment (mean across seeds with a 95% bootstrap
-band on the frames every seed reached, one curve per variant, each seed as a thin line) and a table of final and area-under-curve scores (IQM with 95%
-stratified-bootstrap intervals, the rliable approach).
+band on the frames every seed reached, one curve per variant, each seed as a thin line) and a
+table of final and area-under-curve scores (IQM with 95% stratified-bootstrap intervals, the
+rliable approach).
 
     python recipes/plot.py multirun/<date>/ --out figures/fig1
     python recipes/plot.py runs/a runs/b --metric return_mean --metric stochastic_return_mean

@@ -5,7 +5,8 @@ scores, plus mean learning curves with a bootstrap band.
 A run is a directory with ``eval.csv`` and hydra's ``.hydra/config.yaml`` and
 ``.hydra/overrides.yaml`` (what ``recipes/sac_mujoco.py`` writes). Runs are grouped by environment
 and by *variant*: the command-line overrides of the run, leaving out the seed and anything every
-run shares, e.g. ``loss=td3`` or ``loss.reward_scale=10``.
+run shares, e.g. ``loss=td3`` or ``loss.reward_scale=10`` (a sweep of a single variant is named
+by the overrides its runs share).
 """
 
 from __future__ import annotations

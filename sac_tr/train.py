@@ -110,6 +110,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     launch = read_hydra_files(launch_dir)  # this command, as hydra recorded it (none outside hydra)
     resumed = None
     path = resolve_resume(cfg.resume, run_dir)
+    if path is None:
+        refuse_curve_without_checkpoint(run_dir)
     if path is not None:
         run_dir = path.parent.parent  # the run continues in its own directory
         resumed = (load_checkpoint(path), path)
@@ -177,6 +179,21 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
     added = added_keys(state["config"], cfg)
     if added:  # options this sac_tr has and the run's did not: said, not silently taken
         print(f"Resuming {path}: keys new since it was written, at today's values: {added}")
+
+
+def refuse_curve_without_checkpoint(run_dir: Path) -> None:
+    """Refuse a fresh start in a directory whose ``eval.csv`` already holds evaluations: with no
+    checkpoint to continue from (deleted to save disk, or the curve copied from elsewhere), the
+    new run would append a second curve from frame 0 to the first, and a later resume would trim
+    the file to its own checkpoint, deleting the first curve."""
+    row = last_eval_row(run_dir / "eval.csv")
+    if row is not None:
+        raise ConfigError(
+            f"{run_dir / 'eval.csv'} already holds evaluations (the last at "
+            f"{int(float(row['frames'])):,} frames), but {run_dir / 'checkpoints'} has no "
+            "checkpoint to continue from: a fresh run there would mix two curves in one file. "
+            "Move eval.csv (or the whole directory) aside, or give this run another directory."
+        )
 
 
 def _keep_run_record(run_dir: Path, state: dict) -> None:

@@ -46,6 +46,19 @@ def test_auto_starts_fresh_then_continues_then_skips_a_finished_run(tmp_path):
     assert len(_rows(tmp_path)) == 3
 
 
+def test_a_curve_whose_checkpoints_are_gone_is_not_restarted_over(tmp_path):
+    train(make_cfg("total_frames=200", "logger=none", "resume=auto"), tmp_path)
+    curve = (tmp_path / "eval.csv").read_text()
+    for path in list_checkpoints(tmp_path / "checkpoints"):  # deleted to save disk, say
+        path.unlink()
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
+    assert "already holds evaluations (the last at 200 frames)" in str(err.value)
+    assert "Move eval.csv (or the whole directory) aside" in str(err.value)
+    assert (tmp_path / "eval.csv").read_text() == curve  # untouched
+    assert list_checkpoints(tmp_path / "checkpoints") == []  # nothing was trained
+
+
 def test_a_changed_configuration_is_refused_naming_the_keys(tmp_path):
     train(make_cfg("total_frames=100", "logger=none"), tmp_path)
     with pytest.raises(ConfigError) as err:

@@ -3,9 +3,12 @@
 with a shorter one. Expected lists are written out by hand from the issue's order."""
 
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -173,5 +176,71 @@ def test_a_name_given_twice_runs_once_and_a_missing_results_dir_is_refused(tmp_p
     jobs = learning.suite_jobs(tmp_path)
     twice = learning.select_jobs(jobs, ["ant_sb3_seed0", "hopper_sb3_seed0", "ant_sb3_seed0"], None)
     assert [name for name, _, _ in twice] == ["ant_sb3_seed0", "hopper_sb3_seed0"]
-    with pytest.raises(SystemExit, match="not a directory"):  # a typo must not redo finished runs
-        learning.select_jobs(jobs, None, tmp_path / "benchmarks" / "results" / "suit")
+    for wrong in [tmp_path / "results" / "suit", tmp_path]:  # a typo, or one level up
+        with pytest.raises(SystemExit, match="holds no suite run with an evaluation"):
+            learning.select_jobs(jobs, None, wrong)  # must not redo finished runs
+
+
+def test_a_run_finished_in_its_own_directory_is_not_launched(tmp_path, monkeypatch, capsys):
+    learning = _learning()
+    campaign = tmp_path / "campaign"
+    # Its checkpoints were deleted (to save disk): only eval.csv says it reached 300k frames.
+    _eval_csv(campaign / "ant_sac_v1_seed0", list(range(10_000, 300_001, 10_000)))
+    launched = tmp_path / "launched"
+    script = f"import pathlib; pathlib.Path(r'{launched}').touch()"
+    jobs = [("ant_sac_v1_seed0", [sys.executable, "-c", script], campaign / "ant_sac_v1_seed0")]
+    monkeypatch.setattr(learning, "suite_jobs", lambda out_dir: jobs)
+    learning.run_suite(campaign, 1)
+    assert not launched.exists()
+    assert not (campaign / "ant_sac_v1_seed0" / "commits.txt").exists()
+    assert "ant_sac_v1_seed0: finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["hopper", "--report"], "--report: for the suite only"),
+        (["suite", "--seeds", "1", "2"], "--seeds: not for the suite"),
+        (["suite", "loss=sac_v2"], "hydra overrides: not for the suite"),
+        (["suite", "--jobs", "0"], "--jobs 0: give at least 1"),
+        (["suite", "--report", "--runs", "ant_sb3_seed0"], "not with --report/--collect"),
+        (["suite", "--dir", "/nonexistent/suite", "--report"], "no such campaign directory"),
+        (
+            ["suite", "--dir", str(ROOT / "benchmarks" / "results" / "suite")],
+            "inside the committed",
+        ),
+    ],
+)
+def test_options_the_mode_would_ignore_are_refused(argv, message, monkeypatch, capsys):
+    learning = _learning()
+    monkeypatch.setattr(sys, "argv", ["learning.py", *argv])
+    with pytest.raises(SystemExit) as err:
+        learning.main()
+    assert err.value.code == 2  # argparse's usage error, before anything ran
+    assert message in capsys.readouterr().err
+
+
+def test_a_stop_signals_the_run_under_way_and_starts_no_other(tmp_path, monkeypatch):
+    learning = _learning()
+    campaign = tmp_path / "campaign"
+    names = ["hopper_sac_v1_seed0", "walker2d_sac_v1_seed0"]
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]  # killed long before 60 s
+    jobs = [(name, sleeper, campaign / name) for name in names]
+    monkeypatch.setattr(learning, "suite_jobs", lambda out_dir: jobs)
+
+    def stop_once_started():  # SIGTERM to this process, as `kill <launcher>` would send
+        deadline = time.monotonic() + 30
+        while not (campaign / names[0] / "commits.txt").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    threading.Thread(target=stop_once_started, daemon=True).start()
+    start = time.monotonic()
+    learning.run_suite(campaign, 1)
+    assert time.monotonic() - start < 30  # the sleeper did not run its 60 s
+    lines = (campaign / names[0] / "commits.txt").read_text().splitlines()
+    assert len(lines) == 2 and " exit -15, " in lines[1]  # ended by the forwarded SIGTERM
+    assert not (campaign / names[1] / "commits.txt").exists()  # never started
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
