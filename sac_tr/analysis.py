@@ -62,10 +62,13 @@ def find_runs(roots: list[str | Path], metric: str = "return_mean") -> list[Run]
     """Every run directory (one holding ``eval.csv``) under ``roots``, with ``metric`` read from
     its eval.csv. Raises ``FileNotFoundError`` if there is none, ``KeyError`` for a metric the
     csv does not have."""
-    runs = []
+    runs, seen = [], set()
     for root in map(Path, roots):
         for csv_path in sorted(root.rglob("eval.csv")):
             run_dir = csv_path.parent
+            if run_dir.resolve() in seen:  # a root given twice, or one inside another
+                continue
+            seen.add(run_dir.resolve())
             rows = read_eval_rows(csv_path)
             if not rows:
                 continue
@@ -114,6 +117,13 @@ def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
     grouped: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run, overrides in zip(runs, candidates, strict=True):
         run.variant = " ".join(sorted(o.lstrip("+") for o in overrides - shared)) or "default"
+        twin = next((r for r in grouped[run.env][run.variant] if r.seed == run.seed), None)
+        if twin is not None:  # counted twice, it would narrow the band and the intervals
+            raise ValueError(
+                f"{twin.path} and {run.path} are the same run ({run.env}, {run.variant}, seed "
+                f"{run.seed}), e.g. the committed results and the campaign directory given "
+                "together: give one of them."
+            )
         grouped[run.env][run.variant].append(run)
     return {env: dict(variants) for env, variants in sorted(grouped.items())}
 

@@ -294,3 +294,16 @@ def test_the_figure_draws_each_seed_to_where_it_got(tmp_path):
         ("_seed 1", (100, 200, 300), (3.0, 4.0, 5.0)),  # seed 1 to 300
         ("loss=td3 (n=1)", (100, 200), (7.0, 8.0)),  # one seed: its curve is the mean
     }
+
+
+def test_a_run_is_counted_once(tmp_path):
+    write_run(tmp_path / "results", "a0", "Hopper-v5", 0, ["loss=sac_v1"], [1.0, 2.0])
+    write_run(tmp_path / "results", "a1", "Hopper-v5", 1, ["loss=sac_v1"], [3.0, 4.0])
+    # The same root twice, or a root and a folder inside it: each run once.
+    for roots in ([tmp_path / "results"] * 2, [tmp_path, tmp_path / "results"]):
+        grouped = group_runs(find_runs(roots))
+        assert sorted(r.seed for r in grouped["Hopper-v5"]["loss=sac_v1"]) == [0, 1]
+    # A copy of a run elsewhere (committed results beside the campaign's) is refused, not pooled.
+    write_run(tmp_path / "campaign", "a0", "Hopper-v5", 0, ["loss=sac_v1"], [1.0, 2.0, 5.0])
+    with pytest.raises(ValueError, match="are the same run"):
+        group_runs(find_runs([tmp_path / "results", tmp_path / "campaign"]))
