@@ -66,9 +66,9 @@ def find_runs(roots: list[str | Path], metric: str = "return_mean") -> list[Run]
     for root in map(Path, roots):
         for csv_path in sorted(root.rglob("eval.csv")):
             run_dir = csv_path.parent
-            if run_dir.resolve() in seen:  # a root given twice, or one inside another
+            if (where := run_dir.resolve()) in seen:  # a root given twice, or one inside another
                 continue
-            seen.add(run_dir.resolve())
+            seen.add(where)
             rows = read_eval_rows(csv_path)
             if not rows:
                 continue
