@@ -41,7 +41,7 @@ from pathlib import Path
 
 from suite_table import TASKS, suite_table  # benchmarks/, on the path as this script's folder
 
-from sac_tr.eval_csv import last_eval_row, read_eval_rows
+from sac_tr.eval_csv import EvalCSVError, last_eval_row, read_eval_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
@@ -201,7 +201,12 @@ def run_suite(
         name, cmd, run_dir = job
         if stopping.is_set():
             return
-        if last_frames(run_dir) >= SUITE["frames"]:  # also when its checkpoints were deleted
+        try:
+            frames = last_frames(run_dir)
+        except EvalCSVError as err:  # this run would refuse it too; the others go on
+            print(f"{name}: not run: {err}", flush=True)
+            return
+        if frames >= SUITE["frames"]:  # also when its checkpoints were deleted
             print(f"{name}: finished ({run_dir / 'eval.csv'} reaches the last frame)", flush=True)
             return
         if name.split("_")[1] == "sb3":
@@ -442,12 +447,15 @@ def main() -> None:
     check_arguments(parser, args)
     if args.env == "suite":
         out_dir = (args.dir or ROOT / "multirun" / "suite").expanduser().resolve()
-        if args.collect:
-            collect_suite(out_dir, args.collect)
-        elif not args.report:
-            run_suite(out_dir, args.jobs, args.runs, args.skip_finished_in)
-        print(f"{out_dir}: deterministic evaluation return (10 episodes), mean over the seeds")
-        print(suite_table(out_dir, SUITE["report"], [SUITE["eval_every"], *SUITE["report"]]))
+        try:
+            if args.collect:
+                collect_suite(out_dir, args.collect)
+            elif not args.report:
+                run_suite(out_dir, args.jobs, args.runs, args.skip_finished_in)
+            print(f"{out_dir}: deterministic evaluation return (10 episodes), mean over the seeds")
+            print(suite_table(out_dir, SUITE["report"], [SUITE["eval_every"], *SUITE["report"]]))
+        except EvalCSVError as err:  # a damaged eval.csv: named before any run starts
+            sys.exit(f"learning.py: {err}")
         return
     preset = PRESETS[args.env]
     out_dir = (

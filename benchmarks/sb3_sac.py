@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 from tensordict.nn import TensorDictModule
 
 from sac_tr.envs import make_env
-from sac_tr.eval_csv import last_eval_row, trim_eval_csv
+from sac_tr.eval_csv import EvalCSVError, last_eval_row, trim_eval_csv
 from sac_tr.evaluation import evaluate
 from sac_tr.tracking import EvalCSV
 
@@ -147,16 +148,19 @@ def main() -> None:
     parser.add_argument("--kwargs", default="{}", help="JSON: extra SAC(...) keyword arguments")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    train_sb3(
-        args.env_id,
-        args.seed,
-        args.frames,
-        args.eval_every,
-        args.dir,
-        episodes=args.episodes,
-        checkpoint_every=args.checkpoint_every,
-        sb3_kwargs=json.loads(args.kwargs),
-    )
+    try:
+        train_sb3(
+            args.env_id,
+            args.seed,
+            args.frames,
+            args.eval_every,
+            args.dir,
+            episodes=args.episodes,
+            checkpoint_every=args.checkpoint_every,
+            sb3_kwargs=json.loads(args.kwargs),
+        )
+    except EvalCSVError as err:
+        sys.exit(f"sb3_sac: {err}")
 
 
 if __name__ == "__main__":

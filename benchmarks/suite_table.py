@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sac_tr.eval_csv import read_eval_rows
+from sac_tr.eval_csv import EvalCSVError, read_eval_rows
 
 TASKS = {
     "halfcheetah": "HalfCheetah-v5",
@@ -148,7 +149,10 @@ def main() -> None:
         "--windows", type=int, nargs="+", default=[10_000, 100_000, 200_000, 300_000]
     )
     args = parser.parse_args()
-    print(suite_table(args.root.expanduser(), args.frames, args.windows))
+    try:
+        print(suite_table(args.root.expanduser(), args.frames, args.windows))
+    except EvalCSVError as err:
+        sys.exit(f"suite_table: {err}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from sac_tr.checkpoint import CheckpointError
 from sac_tr.config import ConfigError
+from sac_tr.eval_csv import EvalCSVError
 from sac_tr.run_dirs import remove_if_unused
 from sac_tr.signals import forward_signal
 from sac_tr.train import train
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> None:
     output_dir = HydraConfig.get().runtime.output_dir
     try:
         summary = train(cfg, output_dir)
-    except (ConfigError, CheckpointError) as err:
+    except (ConfigError, CheckpointError, EvalCSVError) as err:
         remove_if_unused(output_dir)  # nothing ran: leave no empty run directory behind
         print(f"sac_mujoco: {err}", file=sys.stderr)
         sys.exit(2)

@@ -244,3 +244,27 @@ def test_a_stop_signals_the_run_under_way_and_starts_no_other(tmp_path, monkeypa
     assert len(lines) == 2 and " exit -15, " in lines[1]  # ended by the forwarded SIGTERM
     assert not (campaign / names[1] / "commits.txt").exists()  # never started
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+
+
+def test_a_run_with_a_damaged_curve_is_not_launched_and_the_others_are(
+    tmp_path, monkeypatch, capsys
+):
+    learning = _learning()
+    campaign = tmp_path / "campaign"
+    _eval_csv(campaign / "ant_sac_v1_seed0", [10_000, 20_000])
+    with (campaign / "ant_sac_v1_seed0" / "eval.csv").open("a") as f:
+        f.write("30000,29001,4")  # its machine lost power while it wrote this row
+    jobs = [
+        (
+            name,
+            [sys.executable, "-c", f"import pathlib; pathlib.Path(r'{tmp_path / name}').touch()"],
+            campaign / name,
+        )
+        for name in ("ant_sac_v1_seed0", "hopper_sac_v1_seed1")
+    ]
+    monkeypatch.setattr(learning, "suite_jobs", lambda out_dir: jobs)
+    learning.run_suite(campaign, 1)
+    assert not (tmp_path / "ant_sac_v1_seed0").exists()
+    assert (tmp_path / "hopper_sac_v1_seed1").exists()
+    out = capsys.readouterr().out
+    assert f"ant_sac_v1_seed0: not run: {campaign / 'ant_sac_v1_seed0' / 'eval.csv'}, line 4" in out
