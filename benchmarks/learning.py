@@ -165,6 +165,17 @@ def reap(proc: subprocess.Popen) -> tuple[int, float]:
     return proc.returncode, usage.ru_maxrss / 1024
 
 
+def describe_exit(code: int) -> str:
+    """``exit N`` with what it means: both our recipe and ``sb3_sac.py`` exit 128 + the signal's
+    number after checkpointing when SIGTERM/SIGINT stops them; ``-N`` is a death by signal N."""
+    stops = {128 + sig: sig.name for sig in (signal.SIGTERM, signal.SIGINT)}
+    if code in stops:
+        return f"exit {code} (stopped by {stops[code]}, checkpointed)"
+    if code < 0:
+        return f"exit {code} (killed by {signal.Signals(-code).name})"
+    return f"exit {code}"
+
+
 def describe_sb3_run(run_dir: Path, env: str, env_id: str, seed: int) -> None:
     """Give an SB3 run the ``.hydra`` files our runs have, so ``recipes/plot.py`` groups it by
     task with ``loss=sb3`` as its variant."""
@@ -250,8 +261,8 @@ def run_suite(
                 with lock:
                     running.discard(proc)
             code, peak_mib = reap(proc)
-        record(f" exit {code}, peak memory {peak_mib:.0f} MiB")
-        print(f"{time.strftime('%H:%M:%S')} {name}: exit {code}", flush=True)
+        record(f" {describe_exit(code)}, peak memory {peak_mib:.0f} MiB")
+        print(f"{time.strftime('%H:%M:%S')} {name}: {describe_exit(code)}", flush=True)
 
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:

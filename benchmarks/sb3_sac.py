@@ -7,9 +7,12 @@ Trains SB3's ``SAC("MlpPolicy", env)`` with its defaults (plus ``--kwargs`` JSON
 environment built by ``sac_tr.envs.make_env`` and reseeded with ``seed + 10_000``: the same function,
 environment wrapper, start states and step cap as our recipe. Rows go to ``D/eval.csv`` in our format.
 
-Resumable: SIGTERM/SIGINT (or ``--checkpoint-every``) saves the model and its replay buffer under
-``D/checkpoints/``; running the same command again continues from there (SB3 restarts the episode
-it was in, so a resumed SB3 run is not bit-exact, unlike ours) and does nothing once finished.
+Resumable: SIGTERM/SIGINT (or ``--checkpoint-every``) saves the model and its replay buffer to
+``D/checkpoints/step_<frames>/`` and then names it in ``D/checkpoints/meta.json`` (replaced
+atomically, so a run killed while saving keeps its previous checkpoint); running the same command
+again continues from there (SB3 restarts the episode it was in, so a resumed SB3 run is not
+bit-exact, unlike ours) and does nothing once finished. A stopped run exits 128 + the signal's
+number, as our recipe does, so a launcher can tell a stop from a finished run.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -55,29 +59,27 @@ def train_sb3(
     max_steps: int = 1000,
     checkpoint_every: int = 50_000,
     sb3_kwargs: dict | None = None,
-) -> Path:
-    """Train (or continue) one SB3 SAC run in ``run_dir``; returns the path of its ``eval.csv``."""
+) -> int | None:
+    """Train (or continue) one SB3 SAC run in ``run_dir`` (its rows in ``run_dir/eval.csv``);
+    returns the signal that stopped it, or ``None`` when it reached ``frames``."""
     import gymnasium as gym
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
     ckpt = run_dir / "checkpoints"
-    model_file, buffer_file, meta_file = (
-        ckpt / "model.zip",
-        ckpt / "replay_buffer.pkl",
-        ckpt / "meta.json",
-    )
+    meta_file = ckpt / "meta.json"  # names the complete checkpoint: written after it
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {"frames": 0, "wall": 0.0}
     if meta["frames"] >= frames:
         print(f"Already finished: {run_dir} at {meta['frames']} frames.")
-        return run_dir / "eval.csv"
+        return None
     trim_eval_csv(run_dir / "eval.csv", meta["frames"])
     eval_csv = EvalCSV(run_dir)
     eval_env = make_env(env_id, seed=seed + EVAL_SEED_OFFSET)
     env = gym.make(env_id)
-    if model_file.exists():
-        model = SAC.load(model_file, env=env, device="cpu")
-        model.load_replay_buffer(buffer_file)
+    if meta_file.exists():
+        saved = ckpt / meta.get("dir", "")  # no "dir": saved straight into checkpoints/ (before)
+        model = SAC.load(saved / "model.zip", env=env, device="cpu")
+        model.load_replay_buffer(saved / "replay_buffer.pkl")
     else:
         model = SAC("MlpPolicy", env, seed=seed, verbose=0, device="cpu", **(sb3_kwargs or {}))
     stop = {"signum": None}
@@ -85,19 +87,27 @@ def train_sb3(
     def on_signal(signum, frame):
         stop["signum"] = signum
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     start, wall0 = time.perf_counter(), meta["wall"]
 
     def save() -> None:
-        ckpt.mkdir(parents=True, exist_ok=True)
-        model.save(model_file)
-        model.save_replay_buffer(buffer_file)
+        """A new ``step_<frames>/`` with the model and its buffer, then ``meta.json`` naming it,
+        then the older checkpoints removed: a kill at any point leaves one complete checkpoint."""
+        target = ckpt / f"step_{model.num_timesteps}"
+        target.mkdir(parents=True, exist_ok=True)
+        model.save(target / "model.zip")
+        model.save_replay_buffer(target / "replay_buffer.pkl")
+        wall = wall0 + time.perf_counter() - start
         tmp = meta_file.with_suffix(".tmp")
         tmp.write_text(
-            json.dumps({"frames": model.num_timesteps, "wall": wall0 + time.perf_counter() - start})
+            json.dumps({"frames": model.num_timesteps, "wall": wall, "dir": target.name})
         )
-        os.replace(tmp, meta_file)  # written last: it names a complete model and buffer
+        os.replace(tmp, meta_file)
+        for old in [*ckpt.glob("step_*"), ckpt / "model.zip", ckpt / "replay_buffer.pkl"]:
+            if old.is_dir() and old != target:
+                shutil.rmtree(old)
+            elif old.is_file():
+                old.unlink()
 
     class Evaluate(BaseCallback):
         def _on_step(self) -> bool:
@@ -122,16 +132,20 @@ def train_sb3(
                 save()
             return stop["signum"] is None
 
-    model.learn(
-        total_timesteps=frames - model.num_timesteps,
-        callback=Evaluate(),
-        reset_num_timesteps=False,
-    )
-    if stop["signum"] is not None:
-        print(f"Stopped at {model.num_timesteps} frames; rerun the same command to continue.")
+    try:
+        model.learn(
+            total_timesteps=frames - model.num_timesteps,
+            callback=Evaluate(),
+            reset_num_timesteps=False,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     row = last_eval_row(run_dir / "eval.csv")
     print(f"SB3 {env_id} seed {seed}: {model.num_timesteps} frames, last eval {row}")
-    return run_dir / "eval.csv"
+    if stop["signum"] is not None:
+        print(f"Stopped at {model.num_timesteps} frames; rerun the same command to continue.")
+    return stop["signum"]
 
 
 def main() -> None:
@@ -149,7 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     try:
-        train_sb3(
+        signum = train_sb3(
             args.env_id,
             args.seed,
             args.frames,
@@ -161,6 +175,8 @@ def main() -> None:
         )
     except EvalCSVError as err:
         sys.exit(f"sb3_sac: {err}")
+    if signum is not None:
+        sys.exit(128 + signum)
 
 
 if __name__ == "__main__":

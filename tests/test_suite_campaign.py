@@ -241,7 +241,9 @@ def test_a_stop_signals_the_run_under_way_and_starts_no_other(tmp_path, monkeypa
     learning.run_suite(campaign, 1)
     assert time.monotonic() - start < 30  # the sleeper did not run its 60 s
     lines = (campaign / names[0] / "commits.txt").read_text().splitlines()
-    assert len(lines) == 2 and " exit -15, " in lines[1]  # ended by the forwarded SIGTERM
+    assert (
+        len(lines) == 2 and " exit -15 (killed by SIGTERM), " in lines[1]
+    )  # ended by the forwarded SIGTERM
     assert not (campaign / names[1] / "commits.txt").exists()  # never started
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
 
@@ -268,3 +270,12 @@ def test_a_run_with_a_damaged_curve_is_not_launched_and_the_others_are(
     assert (tmp_path / "hopper_sac_v1_seed1").exists()
     out = capsys.readouterr().out
     assert f"ant_sac_v1_seed0: not run: {campaign / 'ant_sac_v1_seed0' / 'eval.csv'}, line 4" in out
+
+
+def test_exit_codes_say_a_checkpointed_stop_from_a_death_by_signal():
+    describe = _learning().describe_exit
+    assert describe(0) == "exit 0"
+    assert describe(2) == "exit 2"  # a refused configuration
+    assert describe(143) == "exit 143 (stopped by SIGTERM, checkpointed)"  # 128 + 15
+    assert describe(130) == "exit 130 (stopped by SIGINT, checkpointed)"  # 128 + 2
+    assert describe(-9) == "exit -9 (killed by SIGKILL)"

@@ -1,0 +1,124 @@
+"""The Stable-Baselines3 baseline's own resume (``benchmarks/sb3_sac.py``), on short Pendulum
+runs: it continues where it stopped, a kill while it saves keeps the previous checkpoint, and a
+stop by SIGTERM exits 143 after checkpointing, as our recipe does. Frame counts are by hand."""
+
+import importlib.util
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("stable_baselines3")
+from stable_baselines3 import SAC
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {
+    "learning_starts": 50,
+    "batch_size": 32,
+    "buffer_size": 1_000,
+    "policy_kwargs": {"net_arch": [16]},
+}
+
+
+def _sb3_sac():
+    spec = importlib.util.spec_from_file_location("sb3_sac", ROOT / "benchmarks" / "sb3_sac.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _train(run_dir: Path, frames: int) -> int | None:
+    return _sb3_sac().train_sb3(
+        "Pendulum-v1",
+        0,
+        frames,
+        100,
+        run_dir,
+        episodes=1,
+        max_steps=20,
+        checkpoint_every=100,
+        sb3_kwargs=SMALL,
+    )
+
+
+def _frames(run_dir: Path) -> list[int]:
+    lines = (run_dir / "eval.csv").read_text().splitlines()[1:]
+    return [int(line.split(",")[0]) for line in lines]
+
+
+def _meta(run_dir: Path) -> dict:
+    return json.loads((run_dir / "checkpoints" / "meta.json").read_text())
+
+
+def test_continues_where_it_stopped_and_keeps_one_checkpoint(tmp_path):
+    assert _train(tmp_path, 200) is None
+    assert _frames(tmp_path) == [100, 200]
+    assert _meta(tmp_path)["frames"] == 200
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["meta.json", "step_200"]
+    assert _train(tmp_path, 300) is None
+    assert _frames(tmp_path) == [100, 200, 300]
+    assert _meta(tmp_path)["dir"] == "step_300"
+    saved = SAC.load(tmp_path / "checkpoints" / "step_300" / "model.zip", device="cpu")
+    assert saved.num_timesteps == 300
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["meta.json", "step_300"]
+    csv = (tmp_path / "eval.csv").read_text()
+    assert _train(tmp_path, 300) is None  # finished: nothing trained, nothing written
+    assert (tmp_path / "eval.csv").read_text() == csv
+
+
+def test_a_kill_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    real = SAC.save_replay_buffer
+    calls = []
+
+    def dies_at_the_second_save(self, path):
+        calls.append(path)
+        if len(calls) == 2:  # the model of frame 200 is written, its buffer is not
+            raise KeyboardInterrupt("killed while saving")
+        real(self, path)
+
+    monkeypatch.setattr(SAC, "save_replay_buffer", dies_at_the_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, 300)
+    meta = _meta(tmp_path)  # still names the checkpoint of frame 100, which is whole
+    assert (meta["frames"], meta["dir"]) == (100, "step_100")
+    assert SAC.load(tmp_path / "checkpoints" / "step_100" / "model.zip").num_timesteps == 100
+    monkeypatch.setattr(SAC, "save_replay_buffer", real)
+    # The rerun continues from frame 100: the evaluation at 200 is redone, not kept twice.
+    assert _train(tmp_path, 300) is None
+    assert _frames(tmp_path) == [100, 200, 300]
+    saved = SAC.load(tmp_path / "checkpoints" / "step_300" / "model.zip", device="cpu")
+    assert saved.num_timesteps == 300
+
+
+def test_sigterm_checkpoints_and_exits_143(tmp_path):
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "sb3_sac.py"),
+        "Pendulum-v1",
+        "--frames",
+        "1000000",
+        "--eval-every",
+        "100",
+        "--episodes",
+        "1",
+        "--dir",
+        str(tmp_path),
+        f"--kwargs={json.dumps(SMALL)}",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "eval.csv").exists() or len(_frames(tmp_path)) < 1:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "Stopped at" in out
+    meta = _meta(tmp_path)
+    assert (
+        meta["frames"] >= 100 and (tmp_path / "checkpoints" / meta["dir"] / "model.zip").is_file()
+    )
