@@ -16,7 +16,9 @@ resumes: stopping the campaign (SIGTERM/SIGINT) checkpoints the runs under way, 
 command continues the unfinished runs and skips the finished ones. ``--runs`` takes only the named
 runs, in the order given; ``--skip-finished-in DEST`` leaves out the runs whose results in ``DEST``
 (the repository's ``benchmarks/results/suite``) already reach the last frame, so that a campaign
-restarted on a new machine does not redo them.
+restarted on a new machine does not redo them. A run whose ``eval.csv`` holds a damaged line
+(``sac_tr.eval_csv``) is named and left out, by the launcher and by ``--collect``, until the line
+is mended; the other runs go on.
 
 Every run is its own process with one torch thread; ``--jobs`` runs that many at once (default:
 the number of cores). Both libraries are evaluated the same way: every ``eval_every`` frames,
@@ -281,11 +283,15 @@ def collect_suite(out_dir: Path, dest: Path) -> None:
 
     copied = kept = 0
     for _, _, run_dir in suite_jobs(out_dir):
-        frames = last_frames(run_dir)
+        target = dest / run_dir.name
+        try:
+            frames, committed = last_frames(run_dir), last_frames(target)
+        except EvalCSVError as err:  # neither copied over nor replaced; the others are
+            print(f"{run_dir.name}: not collected: {err}")
+            continue
         if not frames:  # not started, or no evaluation yet
             continue
-        target = dest / run_dir.name
-        if (committed := last_frames(target)) > frames:
+        if committed > frames:
             print(
                 f"{run_dir.name}: kept {target} (to {committed:,} frames) over {run_dir} (to {frames:,})"
             )
@@ -465,8 +471,9 @@ def main() -> None:
                 run_suite(out_dir, args.jobs, args.runs, args.skip_finished_in)
             print(f"{out_dir}: deterministic evaluation return (10 episodes), mean over the seeds")
             print(suite_table(out_dir, SUITE["report"], [SUITE["eval_every"], *SUITE["report"]]))
-        except EvalCSVError as err:  # a damaged eval.csv: named before any run starts
-            sys.exit(f"learning.py: {err}")
+        except EvalCSVError as err:  # a damaged result in --skip-finished-in: before any run
+            print(f"learning.py: {err}", file=sys.stderr)
+            sys.exit(2)
         return
     preset = PRESETS[args.env]
     out_dir = (

@@ -173,8 +173,9 @@ def main() -> None:
             checkpoint_every=args.checkpoint_every,
             sb3_kwargs=json.loads(args.kwargs),
         )
-    except EvalCSVError as err:
-        sys.exit(f"sb3_sac: {err}")
+    except EvalCSVError as err:  # named before anything is built
+        print(f"sb3_sac: {err}", file=sys.stderr)
+        sys.exit(2)
     if signum is not None:
         sys.exit(128 + signum)
 

@@ -61,7 +61,7 @@ class Run:
 def find_runs(roots: list[str | Path], metric: str = "return_mean") -> list[Run]:
     """Every run directory (one holding ``eval.csv``) under ``roots``, with ``metric`` read from
     its eval.csv. Raises ``FileNotFoundError`` if there is none, ``KeyError`` for a metric the
-    csv does not have."""
+    csv does not have, ``sac_tr.eval_csv.EvalCSVError`` (a ``ValueError``) for a damaged one."""
     runs, seen = [], set()
     for root in map(Path, roots):
         for csv_path in sorted(root.rglob("eval.csv")):

@@ -11,6 +11,8 @@ from typing import Any
 
 from torchrl.record.loggers import Logger
 
+from sac_tr.eval_csv import EvalCSVError, read_eval_file
+
 __all__ = ["EvalCSV", "log_metrics", "log_video_file", "make_logger"]
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -93,12 +95,29 @@ class EvalCSV:
     FIELDS = ("frames", "updates", "return_mean", "return_std", "episodes", "wall_time_s")
 
     def __init__(self, run_dir: str | os.PathLike, extra: tuple[str, ...] = ()) -> None:
+        """Open ``run_dir/eval.csv`` for appending. A file with no complete row yet gets a fresh
+        header; one with rows under another header (``eval.stochastic`` changed between two
+        launches) or still ending in an unfinished row (trimmed on resume, before this) is refused
+        rather than appended to in a shape its readers would refuse."""
         self.FIELDS = (*self.FIELDS, *extra)  # e.g. the stochastic policy's return
         self.path = Path(run_dir) / "eval.csv"
-        if not self.path.exists():
+        header, rows, unfinished = read_eval_file(self.path)
+        if not rows:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("w", newline="") as f:
                 csv.writer(f).writerow(self.FIELDS)
+        elif tuple(header) != self.FIELDS or unfinished:
+            raise EvalCSVError(
+                f"{self.path} holds {len(rows)} evaluation(s) "
+                + (
+                    f"under the columns {','.join(header)}, not {','.join(self.FIELDS)} "
+                    "(eval.stochastic differs from the run's)"
+                    if tuple(header) != self.FIELDS
+                    else "and an unfinished last line"
+                )
+                + ": resume the run under its own configuration, or give this one another run "
+                "directory."
+            )
 
     def append(self, **row: float) -> None:
         missing = set(self.FIELDS) - set(row)

@@ -40,7 +40,7 @@ from sac_tr.env_state import (
     restore_collector_state,
 )
 from sac_tr.envs import make_env
-from sac_tr.eval_csv import last_eval_row, trim_eval_csv
+from sac_tr.eval_csv import EvalCSVError, last_eval_row, read_eval_rows, trim_eval_csv
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
 from sac_tr.run_dirs import (
@@ -119,7 +119,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         in_place = run_dir.resolve() == launch_dir.resolve()
         try:
             check_same_config(resumed[0], cfg, path)
-        except ConfigError:
+            read_eval_rows(run_dir / "eval.csv")  # a damaged curve is named before any build
+        except (ConfigError, EvalCSVError):
             if in_place:
                 _keep_run_record(run_dir, resumed[0])  # the refused command is not the run's
             raise

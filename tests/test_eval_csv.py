@@ -1,93 +1,119 @@
-"""Reading a run's eval.csv back (``sac_tr.eval_csv``): a damaged file (a line cut short, a value
-that is not a number) is refused naming the file and the line, before a resume changes it; the
-expected rows are written out by hand."""
-
-import subprocess
-import sys
+"""Reading a run's eval.csv back (``sac_tr.eval_csv``) and appending to it (``EvalCSV``): a last
+line without its newline (a row being appended, or cut by a kill) is left out and dropped on
+resume; any other damaged line is refused naming the file and the line, before a resume builds
+anything or changes the file. Expected rows and line numbers are written out by hand."""
 
 import pytest
 
 from sac_tr.eval_csv import EvalCSVError, last_eval_row, read_eval_rows, trim_eval_csv
+from sac_tr.tracking import EvalCSV
 from sac_tr.train import train
-from tests.test_recipe import FAST, ROOT, make_cfg
+from tests.test_recipe import make_cfg
 
 HEADER = "frames,updates,return_mean,return_std,episodes,wall_time_s"
+TWO_ROWS = f"{HEADER}\n10000,9001,1,1,10,100\n20000,19001,2,1,10,200\n"
 
 
 def test_rows_are_read_as_written_and_blank_lines_are_skipped(tmp_path):
     path = tmp_path / "eval.csv"
-    path.write_text(f"{HEADER}\n10000,9001,197.5,0.5,10,172.38\n\n20000,19001,-3e2,1,10,375\n")
+    path.write_text(
+        f"{HEADER}\r\n10000,9001,197.5,0.5,10,172.38\r\n\r\n20000,19001,-3e2,1,10,375\r\n"
+    )
     assert read_eval_rows(path) == [
-        dict(
-            frames="10000",
-            updates="9001",
-            return_mean="197.5",
-            return_std="0.5",
-            episodes="10",
-            wall_time_s="172.38",
-        ),
-        dict(
-            frames="20000",
-            updates="19001",
-            return_mean="-3e2",
-            return_std="1",
-            episodes="10",
-            wall_time_s="375",
-        ),
-    ]
+        {"frames": "10000", "updates": "9001", "return_mean": "197.5", "return_std": "0.5",
+         "episodes": "10", "wall_time_s": "172.38"},
+        {"frames": "20000", "updates": "19001", "return_mean": "-3e2", "return_std": "1",
+         "episodes": "10", "wall_time_s": "375"},
+    ]  # fmt: skip
     assert last_eval_row(path)["frames"] == "20000"
     assert read_eval_rows(tmp_path / "missing.csv") == [] and last_eval_row(tmp_path / "x") is None
 
 
 @pytest.mark.parametrize(
-    ("last_line", "problem"),
+    "cut",
     [
-        ("30000,29001,2990.1", "3 value(s) where the header has 6 columns"),  # cut inside the row
-        (
-            "30",
-            "1 value(s) where the header has 6 columns",
-        ),  # cut inside frames: would read as frame 30
+        "30000,29001,2990.1",  # cut inside the row
+        "30",  # cut inside frames: it would read as an evaluation at frame 30
+        "30000,29001,3,1,10,2",  # cut inside the last column (wall_time_s 250.5): looks whole
+    ],
+)
+def test_an_unfinished_last_line_is_left_out_and_dropped_on_resume(tmp_path, cut):
+    path = tmp_path / "eval.csv"
+    path.write_text(TWO_ROWS + cut)
+    with pytest.warns(UserWarning, match=f"its last line '{cut}' is unfinished"):
+        assert [r["frames"] for r in read_eval_rows(path)] == ["10000", "20000"]
+    # The resumed run's checkpoint is at 20,000 or 30,000 frames (the cut row comes after the
+    # evaluation it records, before its checkpoint): either way the cut row goes.
+    assert trim_eval_csv(path, 30_000) == 1
+    assert path.read_text().replace("\r\n", "\n") == TWO_ROWS
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("30000,29001,2990.1", "3 value(s) where the header has 6 columns"),
+        ("30000,29001,3,1,10,250,7", "7 value(s) where the header has 6 columns"),
         ("30000,29001,nan,x,10,500", "return_std='x' is not a number"),
         ("30000.5,29001,1,1,10,500", "frames='30000.5' is not a whole number"),
     ],
 )
-def test_a_damaged_line_is_refused_naming_the_file_and_the_line(tmp_path, last_line, problem):
+def test_a_damaged_line_is_refused_naming_the_file_and_the_line(tmp_path, line, problem):
     path = tmp_path / "eval.csv"
-    text = f"{HEADER}\n10000,9001,1,1,10,100\n20000,19001,2,1,10,200\n{last_line}\n"
+    text = f"{HEADER}\n10000,9001,1,1,10,100\n{line}\n20000,19001,2,1,10,200\n"
     path.write_text(text)
-    for read in (read_eval_rows, last_eval_row, lambda p: trim_eval_csv(p, 20_000)):
+    for read in (read_eval_rows, last_eval_row, lambda p: trim_eval_csv(p, 10_000)):
         with pytest.raises(EvalCSVError) as err:
             read(path)
-        assert f"{path}, line 4: {problem}" in str(err.value)
-        assert "Delete that line" in str(err.value)
+        assert f"{path}, line 3: {problem}" in str(err.value)
+        assert "changed after it was written" in str(err.value)
     assert path.read_text() == text  # trim_eval_csv refused before rewriting anything
 
 
 def test_a_file_that_is_not_an_eval_csv_is_refused(tmp_path):
     path = tmp_path / "eval.csv"
-    path.write_text("step,reward\n1,2\n")
-    with pytest.raises(EvalCSVError, match="has no 'frames' column"):
+    path.write_text("step,reward\n1,2,3\n")  # the header is checked before the rows
+    with pytest.raises(
+        EvalCSVError, match=r"is not an eval.csv header \(it has no 'frames' column"
+    ):
+        read_eval_rows(path)
+    path.write_bytes(b"frames,x\n1,\xff\n")
+    with pytest.raises(EvalCSVError, match="is not text"):
         read_eval_rows(path)
     path.write_text("")  # created and killed before its header: nothing to read, nothing to trim
     assert read_eval_rows(path) == [] and trim_eval_csv(path, 0) == 0
 
 
-def test_a_resume_over_a_damaged_curve_stops_before_training(tmp_path):
-    """The recipe names the file and exits 2, leaving the checkpoint and the curve as they were."""
+def test_appending_writes_a_fresh_header_or_refuses_another_shape(tmp_path):
+    path = tmp_path / "eval.csv"
+    path.write_text("frames,updates,ret")  # a header cut short, no row under it: rewritten
+    EvalCSV(tmp_path).append(frames=1, updates=0, return_mean=2, return_std=0, episodes=1,
+                             wall_time_s=3)  # fmt: skip
+    assert path.read_text().splitlines() == [HEADER, "1,0,2,0,1,3"]
+    with pytest.raises(EvalCSVError, match=r"under the columns frames,updates,return_mean,ret.*"
+                       r"not frames,.*,wall_time_s,stochastic"):  # fmt: skip
+        EvalCSV(tmp_path, extra=("stochastic",))
+    assert path.read_text().splitlines() == [HEADER, "1,0,2,0,1,3"]
+
+
+def test_a_resume_over_a_cut_row_continues_and_over_a_damaged_one_builds_nothing(
+    tmp_path, monkeypatch
+):
     train(make_cfg("total_frames=200", "logger=none", "resume=auto"), tmp_path)
     path = tmp_path / "eval.csv"
-    path.write_text(path.read_text() + "30")  # a row cut short at its first characters
+    path.write_text(path.read_text() + "30")  # killed while appending the next row
+    with pytest.warns(UserWarning, match="unfinished"):
+        more = train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
+    assert more.frames == 300
+    assert [r["frames"] for r in read_eval_rows(path)] == ["100", "200", "300"]
+    # A line changed by hand is refused before the environments, agent and buffer are built.
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([lines[0], "100,1,x,0,2,1.0\n", *lines[2:]]))
     damaged = path.read_text()
-    cmd = [
-        sys.executable,
-        str(ROOT / "recipes" / "sac_mujoco.py"),
-        *FAST,
-        "total_frames=300",
-        "logger=none",
-        "resume=auto",
-        f"hydra.run.dir={tmp_path}",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 2, done.stderr
-    assert f"{path}, line 4: 1 value(s) where the header has 6 columns" in done.stderr
+
+    def built(*args, **kwargs):
+        raise AssertionError("the run was built")
+
+    monkeypatch.setattr("sac_tr.train.TrainingRun", built)
+    with pytest.raises(EvalCSVError, match=r"eval.csv, line 2: return_mean='x' is not a number"):
+        train(make_cfg("total_frames=400", "logger=none", "resume=auto"), tmp_path)
     assert path.read_text() == damaged

@@ -255,7 +255,7 @@ def test_a_run_with_a_damaged_curve_is_not_launched_and_the_others_are(
     campaign = tmp_path / "campaign"
     _eval_csv(campaign / "ant_sac_v1_seed0", [10_000, 20_000])
     with (campaign / "ant_sac_v1_seed0" / "eval.csv").open("a") as f:
-        f.write("30000,29001,4")  # its machine lost power while it wrote this row
+        f.write("30000,29001,oops,0,10,500\n")  # edited by hand
     jobs = [
         (
             name,
@@ -279,3 +279,21 @@ def test_exit_codes_say_a_checkpointed_stop_from_a_death_by_signal():
     assert describe(143) == "exit 143 (stopped by SIGTERM, checkpointed)"  # 128 + 15
     assert describe(130) == "exit 130 (stopped by SIGINT, checkpointed)"  # 128 + 2
     assert describe(-9) == "exit -9 (killed by SIGKILL)"
+
+
+def test_a_damaged_curve_is_named_and_left_out_of_the_table_and_the_collection(tmp_path, capsys):
+    learning = _learning()
+    campaign, dest = tmp_path / "campaign", tmp_path / "results"
+    _eval_csv(campaign / "hopper_sac_v1_seed0", [10_000, 20_000])
+    _eval_csv(campaign / "ant_sac_v1_seed0", [10_000])
+    bad = campaign / "ant_sac_v1_seed0" / "eval.csv"
+    bad.write_text(bad.read_text() + "20000,19001,oops,0,10,500\n")
+    learning.collect_suite(campaign, dest)
+    out = capsys.readouterr().out
+    assert f"ant_sac_v1_seed0: not collected: {bad}, line 3" in out
+    assert "collected 1 run(s)" in out
+    assert (dest / "hopper_sac_v1_seed0" / "eval.csv").is_file()
+    assert not (dest / "ant_sac_v1_seed0").exists()
+    table = learning.suite_table(campaign, [10_000, 20_000], [0, 10_000, 20_000])
+    assert "| Hopper-v5 | sac_v1 |" in table and "| Ant-v5 |" not in table
+    assert f"Left out, its eval.csv is damaged: {bad}, line 3: return_mean='oops'" in table
