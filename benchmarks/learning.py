@@ -43,7 +43,13 @@ from pathlib import Path
 
 from suite_table import TASKS, suite_table  # benchmarks/, on the path as this script's folder
 
-from sac_tr.eval_csv import EvalCSVError, last_eval_row, read_eval_rows
+from sac_tr.eval_csv import (
+    EvalCSVError,
+    last_eval_row,
+    read_eval_file,
+    read_eval_rows,
+    write_eval_file,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
@@ -174,7 +180,11 @@ def describe_exit(code: int) -> str:
     if code in stops:
         return f"exit {code} (stopped by {stops[code]}, checkpointed)"
     if code < 0:
-        return f"exit {code} (killed by {signal.Signals(-code).name})"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time signal Python has no name for
+            name = f"signal {-code}"
+        return f"exit {code} (killed by {name})"
     return f"exit {code}"
 
 
@@ -263,8 +273,9 @@ def run_suite(
                 with lock:
                     running.discard(proc)
             code, peak_mib = reap(proc)
-        record(f" {describe_exit(code)}, peak memory {peak_mib:.0f} MiB")
-        print(f"{time.strftime('%H:%M:%S')} {name}: {describe_exit(code)}", flush=True)
+        ended = describe_exit(code)
+        record(f" {ended}, peak memory {peak_mib:.0f} MiB")
+        print(f"{time.strftime('%H:%M:%S')} {name}: {ended}", flush=True)
 
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -299,7 +310,9 @@ def collect_suite(out_dir: Path, dest: Path) -> None:
             continue
         copied += 1
         (target / ".hydra").mkdir(parents=True, exist_ok=True)
-        for name in ("eval.csv", "commits.txt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
+        header, rows, _ = read_eval_file(run_dir / "eval.csv")  # without a row being appended
+        write_eval_file(target / "eval.csv", header, rows)
+        for name in ("commits.txt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
             if (run_dir / name).exists():
                 shutil.copy(run_dir / name, target / name)
     print(f"collected {copied} run(s) into {dest}; kept {kept} longer one(s) there")

@@ -1,13 +1,14 @@
 """A run's ``eval.csv`` (written by ``sac_tr.tracking.EvalCSV``, one row per evaluation) read
 back: for resuming, reporting and plotting. Uses the standard library only.
 
-The writer appends each row whole, ending in a newline, and a run evaluates before it
-checkpoints. So a last line without its newline is a row being appended right now, or one whose
-run was killed (or lost its machine) while appending it: later than the run's newest checkpoint.
-The readers leave it out, saying so, and ``trim_eval_csv`` (on resume) drops it with the other
-rows after the checkpoint. Any other line that is not one number per column (edited by hand, two
-files joined) is refused with the file and the line named, rather than read as a shorter curve,
-a crash elsewhere, or (for ``trim_eval_csv``) a cut ``frames`` value kept as an early evaluation."""
+The writer appends each row whole, ending in a newline, flushed to disk, and a run evaluates
+before it checkpoints. So a last line without its newline is a row being appended right now, or
+one whose run was killed while appending it. The readers leave it out, saying so
+(``UnfinishedRowWarning``), and ``trim_eval_csv`` (on resume) drops it with the other rows after
+the checkpoint, after checking that the rows it keeps are as many as the checkpoint counts. Any
+other line that is not one number per column (edited by hand, files joined, a disk fault) is
+refused with the file and the line named, rather than read as a shorter curve, a crash
+elsewhere, or (for ``trim_eval_csv``) a cut ``frames`` value kept as an early evaluation."""
 
 from __future__ import annotations
 
@@ -22,16 +23,23 @@ from typing import NamedTuple
 __all__ = [
     "EvalCSVError",
     "EvalFile",
+    "UnfinishedRowWarning",
+    "check_counted",
     "last_eval_row",
     "read_eval_file",
     "read_eval_rows",
     "trim_eval_csv",
+    "write_eval_file",
 ]
 
 
 class EvalCSVError(ValueError):
     """An ``eval.csv`` that cannot be read as one row of numbers per evaluation; the message names
     the file, the line and what to do."""
+
+
+class UnfinishedRowWarning(UserWarning):
+    """An ``eval.csv`` read without its last line, which has no newline yet."""
 
 
 class EvalFile(NamedTuple):
@@ -50,13 +58,8 @@ def read_eval_file(path: str | os.PathLike) -> EvalFile:
     path = Path(path)
     if not path.exists():
         return EvalFile([], [], "")
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError as err:
-        raise EvalCSVError(
-            f"{path} is not text ({err}): not an eval.csv, or damaged on disk. Restore it from a "
-            "copy, or move it aside (moving it aside loses its curve)."
-        ) from None
+    # Undecodable bytes become U+FFFD: on a complete line they fail the check below and are named.
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
     complete, _, unfinished = text.rpartition("\n")  # "": every line ends in its newline
     reader = csv.reader(io.StringIO(complete + "\n" if complete else ""))
     try:
@@ -73,15 +76,15 @@ def read_eval_file(path: str | os.PathLike) -> EvalFile:
             problem = _row_problem(header, row)
             if problem:
                 raise EvalCSVError(
-                    f"{path}, line {reader.line_num}: {problem} ({','.join(row)!r}). sac_tr "
-                    "writes each row whole, so this line was changed after it was written "
-                    "(edited, or files joined). Restore it from a copy of the file, or delete it "
-                    "(its evaluation is then missing from the curve)."
+                    f"{path}, line {reader.line_num}: {problem} ({','.join(row)[:80]!r}). "
+                    "sac_tr writes each row whole, so this line was changed after it was written "
+                    "(edited, files joined, a disk fault). Restore it from a copy of the file "
+                    "(a resume also checks that every evaluation up to its checkpoint is there)."
                 )
             rows.append(row)
     except csv.Error as err:  # e.g. a NUL byte on Python < 3.11
         raise EvalCSVError(
-            f"{path}, line {reader.line_num}: {err}. Restore the file from a copy, or delete that line."
+            f"{path}, line {reader.line_num}: {err}. Restore the file from a copy."
         ) from None
     return EvalFile(header, rows, unfinished)
 
@@ -100,41 +103,80 @@ def _row_problem(header: list[str], row: list[str]) -> str:
     return ""
 
 
-def trim_eval_csv(path: str | os.PathLike, frames: int) -> int:
+def write_eval_file(path: str | os.PathLike, header: list[str], rows: list[list[str]]) -> None:
+    """Write ``header`` and ``rows`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    os.replace(tmp, path)
+
+
+def check_counted(path: str | os.PathLike, frames: int, evaluations: int | None) -> EvalFile:
+    """Read ``path`` (``read_eval_file``) and check that its rows up to ``frames`` are the
+    ``evaluations`` a checkpoint at ``frames`` counts (``None``: a checkpoint that does not count
+    them, nothing to check). A file that lost rows (a machine that lost power before they reached
+    the disk) or gained some is refused, as is an unfinished last line that is one of the counted
+    evaluations; raises ``EvalCSVError``."""
+    path = Path(path)
+    read = read_eval_file(path)
+    column = read.header.index("frames") if read.header else 0
+    kept = sum(int(float(row[column])) <= frames for row in read.rows)
+    if evaluations is None or kept == evaluations:
+        return read
+    if read.unfinished and kept == evaluations - 1:
+        raise EvalCSVError(
+            f"{path}: its last line {read.unfinished[:60]!r} has no newline, but it is the "
+            f"evaluation number {evaluations} that the checkpoint at {frames:,} frames counts. "
+            "If the line is whole, end it with a newline; if not, restore the file from a copy."
+        )
+    raise EvalCSVError(
+        f"{path} {'holds' if path.exists() else 'is missing: it would hold'} {kept} "
+        f"evaluation(s) up to {frames:,} frames, but the checkpoint there counts {evaluations}: "
+        "rows were lost (a machine that lost power before they reached the disk) or added (an "
+        "edit, files joined). Restore the file from a copy, or resume from another checkpoint "
+        "(resume=PATH)."
+    )
+
+
+def trim_eval_csv(path: str | os.PathLike, frames: int, evaluations: int | None = None) -> int:
     """Drop the rows of ``eval.csv`` written after ``frames`` (a run killed after its last
     checkpoint evaluated once more, or was killed while appending a row; the resumed run evaluates
     those frames again). Returns the number of rows dropped, an unfinished line among them.
+    ``evaluations``: what the checkpoint at ``frames`` counts, checked first (``check_counted``).
     Raises ``EvalCSVError`` for a damaged file, before changing it."""
-    path = Path(path)
-    header, body, unfinished = read_eval_file(path)
+    header, body, unfinished = check_counted(path, frames, evaluations)
     if not header:
         return 0
     column = header.index("frames")
     keep = [row for row in body if int(float(row[column])) <= frames]
     dropped = len(body) - len(keep) + bool(unfinished)
     if dropped:
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
-            csv.writer(f).writerows([header, *keep])
-        os.replace(tmp, path)
+        write_eval_file(path, header, keep)
     return dropped
+
+
+def _rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    header, rows, unfinished = read_eval_file(path)
+    if unfinished:
+        warnings.warn(
+            f"{path}: its last line {unfinished[:40]!r} is unfinished (its run is appending it, "
+            "or was killed while appending it; a resume drops it); read without it.",
+            UnfinishedRowWarning,
+            stacklevel=3,  # the caller of read_eval_rows / last_eval_row
+        )
+    return [dict(zip(header, row, strict=True)) for row in rows]
 
 
 def read_eval_rows(path: str | os.PathLike) -> list[dict[str, str]]:
     """The complete rows of an ``eval.csv`` as dicts (none when the file does not exist); an
-    unfinished last line is left out with a warning. Raises ``EvalCSVError`` for a damaged file."""
-    header, rows, unfinished = read_eval_file(path)
-    if unfinished:
-        warnings.warn(
-            f"{path}: its last line {unfinished!r} is unfinished (its run is appending it, or was "
-            "killed while appending it; a resume drops it); read without it.",
-            stacklevel=2,
-        )
-    return [dict(zip(header, row, strict=True)) for row in rows]
+    unfinished last line is left out with an ``UnfinishedRowWarning``. Raises ``EvalCSVError``
+    for a damaged file."""
+    return _rows(path)
 
 
 def last_eval_row(path: str | os.PathLike) -> dict[str, str] | None:
     """The last complete row of an ``eval.csv`` as a dict, or ``None`` when there is none; raises
     ``EvalCSVError`` for a damaged file (``read_eval_rows``)."""
-    rows = read_eval_rows(path)
+    rows = _rows(path)
     return rows[-1] if rows else None

@@ -93,31 +93,40 @@ class EvalCSV:
     """Appends one row per evaluation to ``run_dir/eval.csv`` (created with a header)."""
 
     FIELDS = ("frames", "updates", "return_mean", "return_std", "episodes", "wall_time_s")
+    STOCHASTIC = ("stochastic_return_mean", "stochastic_return_std")  # with eval.stochastic
 
     def __init__(self, run_dir: str | os.PathLike, extra: tuple[str, ...] = ()) -> None:
-        """Open ``run_dir/eval.csv`` for appending. A file with no complete row yet gets a fresh
-        header; one with rows under another header (``eval.stochastic`` changed between two
-        launches) or still ending in an unfinished row (trimmed on resume, before this) is refused
-        rather than appended to in a shape its readers would refuse."""
+        """Open ``run_dir/eval.csv`` for appending: a file with no complete row yet gets a fresh
+        header; one with rows under other columns is refused (``check``)."""
         self.FIELDS = (*self.FIELDS, *extra)  # e.g. the stochastic policy's return
         self.path = Path(run_dir) / "eval.csv"
-        header, rows, unfinished = read_eval_file(self.path)
-        if not rows:
+        if not self.check(run_dir, extra):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("w", newline="") as f:
                 csv.writer(f).writerow(self.FIELDS)
-        elif tuple(header) != self.FIELDS or unfinished:
+
+    @classmethod
+    def check(
+        cls, run_dir: str | os.PathLike, extra: tuple[str, ...] = (), unfinished_ok: bool = False
+    ) -> int:
+        """The number of evaluations in ``run_dir/eval.csv`` (0 when it has none). Raises
+        ``EvalCSVError`` for a damaged file, one whose rows are under other columns than this
+        writer's (``eval.stochastic`` differs from the run's, or another program's file), or,
+        unless ``unfinished_ok`` (before a resume trims it), one ending in an unfinished line."""
+        path, fields = Path(run_dir) / "eval.csv", (*cls.FIELDS, *extra)
+        header, rows, unfinished = read_eval_file(path)
+        if rows and (tuple(header) != fields or (unfinished and not unfinished_ok)):
             raise EvalCSVError(
-                f"{self.path} holds {len(rows)} evaluation(s) "
+                f"{path} holds {len(rows)} evaluation(s) "
                 + (
-                    f"under the columns {','.join(header)}, not {','.join(self.FIELDS)} "
-                    "(eval.stochastic differs from the run's)"
-                    if tuple(header) != self.FIELDS
-                    else "and an unfinished last line"
+                    f"under the columns {','.join(header)}, not {','.join(fields)}"
+                    if tuple(header) != fields
+                    else f"and ends in an unfinished line {unfinished[:40]!r}"
                 )
-                + ": resume the run under its own configuration, or give this one another run "
-                "directory."
+                + ": resume the run under its own configuration (eval.stochastic included), or "
+                "give this one another run directory."
             )
+        return len(rows)
 
     def append(self, **row: float) -> None:
         missing = set(self.FIELDS) - set(row)
@@ -125,3 +134,5 @@ class EvalCSV:
             raise KeyError(f"EvalCSV row is missing {sorted(missing)}")
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow([row[k] for k in self.FIELDS])
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the checkpoint that counts it

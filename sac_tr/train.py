@@ -40,7 +40,7 @@ from sac_tr.env_state import (
     restore_collector_state,
 )
 from sac_tr.envs import make_env
-from sac_tr.eval_csv import EvalCSVError, last_eval_row, read_eval_rows, trim_eval_csv
+from sac_tr.eval_csv import EvalCSVError, check_counted, last_eval_row, trim_eval_csv
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
 from sac_tr.run_dirs import (
@@ -119,7 +119,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         in_place = run_dir.resolve() == launch_dir.resolve()
         try:
             check_same_config(resumed[0], cfg, path)
-            read_eval_rows(run_dir / "eval.csv")  # a damaged curve is named before any build
+            # a damaged curve, one with other columns or missing counted evaluations is named
+            # before anything is built
+            EvalCSV.check(run_dir, eval_columns(cfg), unfinished_ok=True)
+            check_counted(run_dir / "eval.csv", resumed[0]["frames"], resumed[0].get("evals"))
         except (ConfigError, EvalCSVError):
             if in_place:
                 _keep_run_record(run_dir, resumed[0])  # the refused command is not the run's
@@ -180,6 +183,11 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
     added = added_keys(state["config"], cfg)
     if added:  # options this sac_tr has and the run's did not: said, not silently taken
         print(f"Resuming {path}: keys new since it was written, at today's values: {added}")
+
+
+def eval_columns(cfg: DictConfig) -> tuple[str, ...]:
+    """The columns ``eval.csv`` has beyond ``EvalCSV.FIELDS`` under ``cfg``."""
+    return EvalCSV.STOCHASTIC if cfg.eval.stochastic else ()
 
 
 def refuse_curve_without_checkpoint(run_dir: Path) -> None:
@@ -293,8 +301,7 @@ class TrainingRun:
             },
             run_id=resumed[0].get("wandb_id") or None if resumed else None,
         )
-        stochastic = ("stochastic_return_mean", "stochastic_return_std")
-        self.eval_csv = EvalCSV(self.run_dir, extra=stochastic if cfg.eval.stochastic else ())
+        self.eval_csv = EvalCSV(self.run_dir, extra=eval_columns(cfg))
         self.losses_sum: TensorDictBase | None = None
         self.losses_count = 0
         self.checkpoint_path: Path | None = resumed[1] if resumed else None
@@ -559,8 +566,15 @@ class TrainingRun:
             self.agent.target_updater.counter = state["target_updater_counter"]
         if state.get("has_buffer"):
             self.buffer.loads(buffer_dir(path))
-        # Evaluations after this checkpoint (a run killed before its next one) are redone.
-        trim_eval_csv(self.run_dir / "eval.csv", self.counters.frames)
+        # Evaluations after this checkpoint (a run killed before its next one) are redone; the
+        # ones it counts must all be there (older checkpoints do not count them).
+        counted = self.counters.evals if "evals" in state else None
+        dropped = trim_eval_csv(self.run_dir / "eval.csv", self.counters.frames, counted)
+        if dropped:
+            print(
+                f"Resuming at {self.counters.frames:,} frames: dropped {dropped} evaluation(s) "
+                "written after the checkpoint from eval.csv; they are made again."
+            )
         row = last_eval_row(self.run_dir / "eval.csv")
         self.last_eval = float(row["return_mean"]) if row else float("nan")
         self.saved_at = self.counters.frames  # this state is on disk already

@@ -5,7 +5,13 @@ anything or changes the file. Expected rows and line numbers are written out by 
 
 import pytest
 
-from sac_tr.eval_csv import EvalCSVError, last_eval_row, read_eval_rows, trim_eval_csv
+from sac_tr.eval_csv import (
+    EvalCSVError,
+    UnfinishedRowWarning,
+    last_eval_row,
+    read_eval_rows,
+    trim_eval_csv,
+)
 from sac_tr.tracking import EvalCSV
 from sac_tr.train import train
 from tests.test_recipe import make_cfg
@@ -40,12 +46,28 @@ def test_rows_are_read_as_written_and_blank_lines_are_skipped(tmp_path):
 def test_an_unfinished_last_line_is_left_out_and_dropped_on_resume(tmp_path, cut):
     path = tmp_path / "eval.csv"
     path.write_text(TWO_ROWS + cut)
-    with pytest.warns(UserWarning, match=f"its last line '{cut}' is unfinished"):
+    with pytest.warns(UnfinishedRowWarning, match=f"its last line '{cut}' is unfinished"):
         assert [r["frames"] for r in read_eval_rows(path)] == ["10000", "20000"]
-    # The resumed run's checkpoint is at 20,000 or 30,000 frames (the cut row comes after the
-    # evaluation it records, before its checkpoint): either way the cut row goes.
-    assert trim_eval_csv(path, 30_000) == 1
+    # Killed while appending the evaluation at 30,000 frames, before its checkpoint: the newest
+    # checkpoint is at 20,000 frames and counts two evaluations.
+    assert trim_eval_csv(path, 20_000, evaluations=2) == 1
     assert path.read_text().replace("\r\n", "\n") == TWO_ROWS
+
+
+def test_a_resume_refuses_a_curve_missing_evaluations_its_checkpoint_counts(tmp_path):
+    path = tmp_path / "eval.csv"
+    # The row at 30,000 frames reached the disk without its newline, and the checkpoint at
+    # 30,000 (three evaluations) did: a machine that lost power. Dropping it would lose it.
+    path.write_text(TWO_ROWS + "30000,29001,3,1,10,300")
+    with pytest.raises(EvalCSVError, match="has no newline, but it is the evaluation number 3"):
+        trim_eval_csv(path, 30_000, evaluations=3)
+    path.write_text(f"{HEADER}\n10000,9001,1,1,10,100\n")  # the row at 20,000 never arrived
+    with pytest.raises(EvalCSVError, match=r"holds 1 evaluation\(s\) up to 20,000 frames, but the "
+                       "checkpoint there counts 2: rows were lost"):  # fmt: skip
+        trim_eval_csv(path, 20_000, evaluations=2)
+    assert path.read_text() == f"{HEADER}\n10000,9001,1,1,10,100\n"  # untouched
+    with pytest.raises(EvalCSVError, match="is missing: it would hold 0"):
+        trim_eval_csv(tmp_path / "gone.csv", 20_000, evaluations=2)
 
 
 @pytest.mark.parametrize(
@@ -76,8 +98,8 @@ def test_a_file_that_is_not_an_eval_csv_is_refused(tmp_path):
         EvalCSVError, match=r"is not an eval.csv header \(it has no 'frames' column"
     ):
         read_eval_rows(path)
-    path.write_bytes(b"frames,x\n1,\xff\n")
-    with pytest.raises(EvalCSVError, match="is not text"):
+    path.write_bytes(b"frames,x\n1,\xff\n")  # a byte that is not UTF-8: named like any other
+    with pytest.raises(EvalCSVError, match=f"{path}, line 2: x='\ufffd' is not a number"):
         read_eval_rows(path)
     path.write_text("")  # created and killed before its header: nothing to read, nothing to trim
     assert read_eval_rows(path) == [] and trim_eval_csv(path, 0) == 0
@@ -93,17 +115,20 @@ def test_appending_writes_a_fresh_header_or_refuses_another_shape(tmp_path):
                        r"not frames,.*,wall_time_s,stochastic"):  # fmt: skip
         EvalCSV(tmp_path, extra=("stochastic",))
     assert path.read_text().splitlines() == [HEADER, "1,0,2,0,1,3"]
+    path.write_text(path.read_text() + "2,1")  # not trimmed: appending would join two rows
+    with pytest.raises(EvalCSVError, match="ends in an unfinished line '2,1'"):
+        EvalCSV(tmp_path)
 
 
 def test_a_resume_over_a_cut_row_continues_and_over_a_damaged_one_builds_nothing(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     train(make_cfg("total_frames=200", "logger=none", "resume=auto"), tmp_path)
     path = tmp_path / "eval.csv"
     path.write_text(path.read_text() + "30")  # killed while appending the next row
-    with pytest.warns(UserWarning, match="unfinished"):
-        more = train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
+    more = train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
     assert more.frames == 300
+    assert "dropped 1 evaluation(s) written after the checkpoint" in capsys.readouterr().out
     assert [r["frames"] for r in read_eval_rows(path)] == ["100", "200", "300"]
     # A line changed by hand is refused before the environments, agent and buffer are built.
     lines = path.read_text().splitlines(keepends=True)
@@ -117,3 +142,8 @@ def test_a_resume_over_a_cut_row_continues_and_over_a_damaged_one_builds_nothing
     with pytest.raises(EvalCSVError, match=r"eval.csv, line 2: return_mean='x' is not a number"):
         train(make_cfg("total_frames=400", "logger=none", "resume=auto"), tmp_path)
     assert path.read_text() == damaged
+    # The row at 200 frames lost (never reached the disk): refused, also before any build.
+    path.write_text("".join([lines[0], lines[1], *lines[3:]]))
+    with pytest.raises(EvalCSVError, match=r"holds 2 evaluation\(s\) up to 300 frames, but the "
+                       "checkpoint there counts 3"):  # fmt: skip
+        train(make_cfg("total_frames=400", "logger=none", "resume=auto"), tmp_path)

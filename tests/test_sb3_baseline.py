@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from stable_baselines3 import SAC  # a dev extra: missing, this file fails rather than skips
 
-pytest.importorskip("stable_baselines3")
-from stable_baselines3 import SAC
+from sac_tr.eval_csv import EvalCSVError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {
@@ -122,3 +122,33 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
     assert (
         meta["frames"] >= 100 and (tmp_path / "checkpoints" / meta["dir"] / "model.zip").is_file()
     )
+
+
+def test_a_run_saved_in_the_old_layout_resumes_and_a_cut_save_is_refused(tmp_path):
+    _train(tmp_path, 100)
+    ckpt = tmp_path / "checkpoints"
+    # The layout before step_<frames>/: model and buffer straight in checkpoints/, no "dir".
+    for name in ("model.zip", "replay_buffer.pkl"):
+        (ckpt / "step_100" / name).rename(ckpt / name)
+    (ckpt / "step_100").rmdir()
+    (ckpt / "meta.json").write_text(json.dumps({"frames": 100, "wall": 1.0}))
+    (ckpt / "step_999").mkdir()  # a save killed before meta.json named it: removed
+    assert _train(tmp_path, 200) is None
+    assert _frames(tmp_path) == [100, 200]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["meta.json", "step_200"]
+    # An old-layout save cut between the model and meta.json: the model is ahead of meta.json.
+    model = SAC.load(ckpt / "step_200" / "model.zip")
+    model.save(ckpt / "model.zip")
+    model.save_replay_buffer(ckpt / "replay_buffer.pkl")
+    (ckpt / "meta.json").write_text(json.dumps({"frames": 100, "wall": 1.0}))
+    with pytest.raises(EvalCSVError, match=r"is at 200 frames but .*meta.json says 100"):
+        _train(tmp_path, 300)
+
+
+def test_a_curve_without_a_checkpoint_is_not_restarted_over(tmp_path):
+    _train(tmp_path, 100)
+    curve = (tmp_path / "eval.csv").read_text()
+    (tmp_path / "checkpoints" / "meta.json").unlink()
+    with pytest.raises(EvalCSVError, match=r"already holds evaluations \(the last at 100 frames"):
+        _train(tmp_path, 200)
+    assert (tmp_path / "eval.csv").read_text() == curve
