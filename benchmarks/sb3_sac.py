@@ -33,7 +33,7 @@ import torch
 from tensordict.nn import TensorDictModule
 
 from sac_tr.envs import make_env
-from sac_tr.eval_csv import EvalCSVError, last_eval_row, trim_eval_csv
+from sac_tr.eval_csv import EvalCSVError, check_counted, last_eval_row, trim_eval_csv
 from sac_tr.evaluation import evaluate
 from sac_tr.tracking import EvalCSV
 
@@ -90,6 +90,13 @@ def train_sb3(
             f"frames), but {ckpt} has no checkpoint to continue from: a fresh run would mix two "
             "curves in one file. Move eval.csv (or the whole directory) aside."
         )
+    if meta.get("eval_every", eval_every) != eval_every:
+        raise EvalCSVError(
+            f"{run_dir} evaluates every {meta['eval_every']} frames, not every {eval_every}: "
+            f"rerun with --eval-every {meta['eval_every']}, or give this run another --dir."
+        )
+    counted = meta["frames"] // eval_every  # evaluations up to the checkpoint, all there?
+    check_counted(run_dir / "eval.csv", meta["frames"], counted)  # before loading anything
     eval_env = make_env(env_id, seed=seed + EVAL_SEED_OFFSET)
     env = gym.make(env_id)
     if meta_file.exists():
@@ -107,8 +114,7 @@ def train_sb3(
     for stale in ckpt.glob("step_*"):  # a save killed before meta.json named it
         if stale.name != meta.get("dir"):
             shutil.rmtree(stale)
-    # Evaluations after the checkpoint are made again; the ones before it must all be there.
-    trim_eval_csv(run_dir / "eval.csv", meta["frames"], meta["frames"] // eval_every)
+    trim_eval_csv(run_dir / "eval.csv", meta["frames"], counted)  # later ones are made again
     eval_csv = EvalCSV(run_dir)
     stop = {"signum": None}
 
@@ -129,7 +135,14 @@ def train_sb3(
         wall = wall0 + time.perf_counter() - start
         tmp = meta_file.with_suffix(".tmp")
         tmp.write_text(
-            json.dumps({"frames": model.num_timesteps, "wall": wall, "dir": target.name})
+            json.dumps(
+                {
+                    "frames": model.num_timesteps,
+                    "wall": wall,
+                    "dir": target.name,
+                    "eval_every": eval_every,
+                }
+            )
         )
         for path in (target / "model.zip", target / "replay_buffer.pkl", target, tmp):
             _fsync(path)
@@ -207,7 +220,7 @@ def main() -> None:
             checkpoint_every=args.checkpoint_every,
             sb3_kwargs=json.loads(args.kwargs),
         )
-    except EvalCSVError as err:  # named before anything is built
+    except EvalCSVError as err:  # a refused resume: before any training
         print(f"sb3_sac: {err}", file=sys.stderr)
         sys.exit(2)
     if signum is not None:

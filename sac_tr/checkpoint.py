@@ -28,6 +28,7 @@ __all__ = [
     "rotate_checkpoints",
     "save_buffer",
     "save_checkpoint",
+    "set_aside_newer",
     "set_rng_state",
 ]
 
@@ -99,6 +100,26 @@ def rotate_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> list[Path]:
         path.unlink(missing_ok=True)
         shutil.rmtree(buffer_dir(path), ignore_errors=True)
     return old
+
+
+def set_aside_newer(path: str | os.PathLike) -> list[Path]:
+    """Move the checkpoints newer than ``path`` in its folder (and their buffers) into
+    ``abandoned/`` beside them: a run resumed from an older checkpoint leaves that timeline, and
+    ``resume=auto`` (the newest checkpoint) must not return to it. Returns where they went."""
+    path = Path(path)
+    aside, moved = path.parent / "abandoned", []
+    for old in (p for p in list_checkpoints(path.parent) if p.name > path.name):
+        aside.mkdir(exist_ok=True)
+        for item in (old, buffer_dir(old)):
+            target = aside / item.name  # one abandoned earlier under the same name is replaced
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            if item.exists():
+                os.replace(item, target)
+        moved.append(aside / old.name)
+    return moved
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:

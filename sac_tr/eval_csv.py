@@ -78,8 +78,10 @@ def read_eval_file(path: str | os.PathLike) -> EvalFile:
                 raise EvalCSVError(
                     f"{path}, line {reader.line_num}: {problem} ({','.join(row)[:80]!r}). "
                     "sac_tr writes each row whole, so this line was changed after it was written "
-                    "(edited, files joined, a disk fault). Restore it from a copy of the file "
-                    "(a resume also checks that every evaluation up to its checkpoint is there)."
+                    "(edited, files joined, a disk fault), or it is a row cut by a kill that a "
+                    "resume by sac_tr before 2026-12-01 kept. Restore it from a copy of the file, "
+                    "or delete a cut row (a resume checks that every evaluation up to its "
+                    "checkpoint is there)."
                 )
             rows.append(row)
     except csv.Error as err:  # e.g. a NUL byte on Python < 3.11
@@ -104,12 +106,20 @@ def _row_problem(header: list[str], row: list[str]) -> str:
 
 
 def write_eval_file(path: str | os.PathLike, header: list[str], rows: list[list[str]]) -> None:
-    """Write ``header`` and ``rows`` to ``path`` through a temporary file and a rename."""
+    """Write ``header`` and ``rows`` to ``path`` through a temporary file and a rename, both
+    flushed to disk."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)  # the rename, on disk too
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def check_counted(path: str | os.PathLike, frames: int, evaluations: int | None) -> EvalFile:
@@ -124,7 +134,14 @@ def check_counted(path: str | os.PathLike, frames: int, evaluations: int | None)
     kept = sum(int(float(row[column])) <= frames for row in read.rows)
     if evaluations is None or kept == evaluations:
         return read
-    if read.unfinished and kept == evaluations - 1:
+    cut_frames = read.unfinished.split(",")[0]
+    if (
+        kept == evaluations - 1
+        and read.unfinished
+        and not (
+            cut_frames.isdigit() and int(cut_frames) > frames  # a row after the checkpoint
+        )
+    ):
         raise EvalCSVError(
             f"{path}: its last line {read.unfinished[:60]!r} has no newline, but it is the "
             f"evaluation number {evaluations} that the checkpoint at {frames:,} frames counts. "
@@ -134,16 +151,18 @@ def check_counted(path: str | os.PathLike, frames: int, evaluations: int | None)
         f"{path} {'holds' if path.exists() else 'is missing: it would hold'} {kept} "
         f"evaluation(s) up to {frames:,} frames, but the checkpoint there counts {evaluations}: "
         "rows were lost (a machine that lost power before they reached the disk) or added (an "
-        "edit, files joined). Restore the file from a copy, or resume from another checkpoint "
-        "(resume=PATH)."
+        "edit, files joined, or a newer checkpoint left behind by a resume=PATH from an older one "
+        "before sac_tr set those aside). Restore the file from a copy, or resume from the "
+        "checkpoint the curve belongs to (resume=PATH sets the newer ones aside)."
     )
 
 
-def trim_eval_csv(path: str | os.PathLike, frames: int, evaluations: int | None = None) -> int:
+def trim_eval_csv(path: str | os.PathLike, frames: int, evaluations: int | None) -> int:
     """Drop the rows of ``eval.csv`` written after ``frames`` (a run killed after its last
     checkpoint evaluated once more, or was killed while appending a row; the resumed run evaluates
     those frames again). Returns the number of rows dropped, an unfinished line among them.
-    ``evaluations``: what the checkpoint at ``frames`` counts, checked first (``check_counted``).
+    ``evaluations``: what the checkpoint at ``frames`` counts, checked first (``check_counted``;
+    ``None``, a checkpoint that does not count them: not checked).
     Raises ``EvalCSVError`` for a damaged file, before changing it."""
     header, body, unfinished = check_counted(path, frames, evaluations)
     if not header:

@@ -29,6 +29,7 @@ from sac_tr.checkpoint import (
     rotate_checkpoints,
     save_buffer,
     save_checkpoint,
+    set_aside_newer,
     set_rng_state,
 )
 from sac_tr.config import ConfigError, resolve_device, validate_config
@@ -131,6 +132,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
             if in_place:
                 _keep_run_record(run_dir, resumed[0])
             return finished_summary(resumed[0], run_dir, path)
+        for moved in set_aside_newer(path):  # resume=PATH to an older checkpoint
+            print(f"Resuming from {path.name}: the newer {moved.name} moved to {moved.parent}/.")
     first_update = max(cfg.env.init_random_frames, cfg.batch_size)  # see TrainingRun.learn
     if cfg.total_frames < first_update:
         print(
@@ -160,7 +163,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
             run.show_progress(new_frames)
             if stop.signum is not None:
                 break
-        return run.finish(interrupted_by=stop.name or None)
+        finished = run.counters.frames >= cfg.total_frames  # a signal in the last batch: done
+        return run.finish(interrupted_by=None if finished else stop.name or None)
 
 
 def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
@@ -567,8 +571,8 @@ class TrainingRun:
         if state.get("has_buffer"):
             self.buffer.loads(buffer_dir(path))
         # Evaluations after this checkpoint (a run killed before its next one) are redone; the
-        # ones it counts must all be there (older checkpoints do not count them).
-        counted = self.counters.evals if "evals" in state else None
+        # ones it counts must all be there (no count in a checkpoint from before c4127e7).
+        counted = state.get("evals")
         dropped = trim_eval_csv(self.run_dir / "eval.csv", self.counters.frames, counted)
         if dropped:
             print(

@@ -66,6 +66,10 @@ def test_a_resume_refuses_a_curve_missing_evaluations_its_checkpoint_counts(tmp_
                        "checkpoint there counts 2: rows were lost"):  # fmt: skip
         trim_eval_csv(path, 20_000, evaluations=2)
     assert path.read_text() == f"{HEADER}\n10000,9001,1,1,10,100\n"  # untouched
+    # Row 30,000 lost, and the unfinished line is a later row (40,000): the lost row is named.
+    path.write_text(TWO_ROWS.replace("20000,19001,2,1,10,200\n", "") + "40000,39001,4")
+    with pytest.raises(EvalCSVError, match=r"holds 1 evaluation\(s\) up to 30,000 frames"):
+        trim_eval_csv(path, 30_000, evaluations=2)
     with pytest.raises(EvalCSVError, match="is missing: it would hold 0"):
         trim_eval_csv(tmp_path / "gone.csv", 20_000, evaluations=2)
 
@@ -83,7 +87,7 @@ def test_a_damaged_line_is_refused_naming_the_file_and_the_line(tmp_path, line, 
     path = tmp_path / "eval.csv"
     text = f"{HEADER}\n10000,9001,1,1,10,100\n{line}\n20000,19001,2,1,10,200\n"
     path.write_text(text)
-    for read in (read_eval_rows, last_eval_row, lambda p: trim_eval_csv(p, 10_000)):
+    for read in (read_eval_rows, last_eval_row, lambda p: trim_eval_csv(p, 10_000, 1)):
         with pytest.raises(EvalCSVError) as err:
             read(path)
         assert f"{path}, line 3: {problem}" in str(err.value)
@@ -102,17 +106,20 @@ def test_a_file_that_is_not_an_eval_csv_is_refused(tmp_path):
     with pytest.raises(EvalCSVError, match=f"{path}, line 2: x='\ufffd' is not a number"):
         read_eval_rows(path)
     path.write_text("")  # created and killed before its header: nothing to read, nothing to trim
-    assert read_eval_rows(path) == [] and trim_eval_csv(path, 0) == 0
+    assert read_eval_rows(path) == [] and trim_eval_csv(path, 0, 0) == 0
 
 
-def test_appending_writes_a_fresh_header_or_refuses_another_shape(tmp_path):
+def test_appending_writes_a_fresh_header_or_refuses_another_shape(tmp_path, monkeypatch):
     path = tmp_path / "eval.csv"
     path.write_text("frames,updates,ret")  # a header cut short, no row under it: rewritten
+    synced = []
+    monkeypatch.setattr("os.fsync", lambda fd: synced.append(fd))
     EvalCSV(tmp_path).append(frames=1, updates=0, return_mean=2, return_std=0, episodes=1,
                              wall_time_s=3)  # fmt: skip
+    assert len(synced) == 1  # the row is on disk before the checkpoint that counts it
     assert path.read_text().splitlines() == [HEADER, "1,0,2,0,1,3"]
-    with pytest.raises(EvalCSVError, match=r"under the columns frames,updates,return_mean,ret.*"
-                       r"not frames,.*,wall_time_s,stochastic"):  # fmt: skip
+    # The run was started with eval.stochastic=false; this writer has two more columns.
+    with pytest.raises(EvalCSVError, match=f"under the columns {HEADER}, not {HEADER},stoch"):
         EvalCSV(tmp_path, extra=("stochastic",))
     assert path.read_text().splitlines() == [HEADER, "1,0,2,0,1,3"]
     path.write_text(path.read_text() + "2,1")  # not trimmed: appending would join two rows
@@ -147,3 +154,23 @@ def test_a_resume_over_a_cut_row_continues_and_over_a_damaged_one_builds_nothing
     with pytest.raises(EvalCSVError, match=r"holds 2 evaluation\(s\) up to 300 frames, but the "
                        "checkpoint there counts 3"):  # fmt: skip
         train(make_cfg("total_frames=400", "logger=none", "resume=auto"), tmp_path)
+
+
+def test_a_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, capsys):
+    """Resumed from step 200 of a run that reached 300, then stopped at 250: resume=auto must
+    continue the 250 timeline, not return to the abandoned 300 (whose count, 3 evaluations,
+    would match the new curve's 100/200/250 and splice the two)."""
+    train(make_cfg("total_frames=300", "logger=none"), tmp_path)
+    ckpt = tmp_path / "checkpoints"
+    step_200 = next(p for p in ckpt.glob("step_*.pt") if p.name.endswith("200.pt"))
+    train(make_cfg("total_frames=250", "logger=none", f"resume={step_200}"), tmp_path)
+    assert "moved to" in capsys.readouterr().out
+    assert [p.name for p in (ckpt / "abandoned").glob("step_*.pt")] == ["step_0000000300.pt"]
+    last = train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
+    assert not last.already_finished
+    assert [r["frames"] for r in read_eval_rows(tmp_path / "eval.csv")] == [
+        "100",
+        "200",
+        "250",
+        "300",
+    ]

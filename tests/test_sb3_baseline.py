@@ -152,3 +152,10 @@ def test_a_curve_without_a_checkpoint_is_not_restarted_over(tmp_path):
     with pytest.raises(EvalCSVError, match=r"already holds evaluations \(the last at 100 frames"):
         _train(tmp_path, 200)
     assert (tmp_path / "eval.csv").read_text() == curve
+
+
+def test_another_eval_interval_is_refused_before_loading(tmp_path):
+    _train(tmp_path, 100)
+    with pytest.raises(EvalCSVError, match="evaluates every 100 frames, not every 50"):
+        _sb3_sac().train_sb3("Pendulum-v1", 0, 200, 50, tmp_path, episodes=1, max_steps=20,
+                             sb3_kwargs=SMALL)  # fmt: skip

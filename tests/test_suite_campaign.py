@@ -164,10 +164,12 @@ def test_run_suite_runs_the_selection_and_records_each_segment(tmp_path, monkeyp
     learning.run_suite(campaign, 2, runs=["ant_sac_v1_seed0", "hopper_sac_v1_seed1"])
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # put back
     assert not (campaign / "x_sb3_seed0").exists()  # not selected
-    for name, code in [("hopper_sac_v1_seed1", 0), ("ant_sac_v1_seed0", 2)]:
+    for name, ended in [("hopper_sac_v1_seed1", "exit 0"), ("ant_sac_v1_seed0", "exit 2 (ref")]:
         lines = (campaign / name / "commits.txt").read_text().splitlines()
         assert len(lines) == 2  # the segment's start, then how it ended
-        assert f" exit {code}, peak memory " in lines[1] and lines[1].endswith(" MiB")
+        assert (
+            f" {ended}" in lines[1] and ", peak memory " in lines[1] and lines[1].endswith(" MiB")
+        )
         assert lines[0].split()[2] == lines[1].split()[2]  # the same commit
         assert (campaign / name / "eval.csv").exists()
         assert "ran" in (campaign / "logs" / f"{name}.log").read_text()
@@ -277,7 +279,10 @@ def test_a_run_with_a_damaged_curve_is_not_launched_and_the_others_are(
 def test_exit_codes_say_a_checkpointed_stop_from_a_death_by_signal():
     describe = _learning().describe_exit
     assert describe(0) == "exit 0"
-    assert describe(2) == "exit 2"  # a refused configuration
+    assert describe(2) == "exit 2 (refused: see the run's log)"  # a changed configuration
+    assert describe(1) == "exit 1"
+    assert describe(140) == "exit 140 (stopped by SIGUSR2, checkpointed)"  # submitit's signal
+    assert describe(-40) == "exit -40 (killed by signal 40)"  # a real-time one, unnamed
     assert describe(143) == "exit 143 (stopped by SIGTERM, checkpointed)"  # 128 + 15
     assert describe(130) == "exit 130 (stopped by SIGINT, checkpointed)"  # 128 + 2
     assert describe(-9) == "exit -9 (killed by SIGKILL)"
