@@ -36,6 +36,7 @@ from sac_tr.envs import make_env
 from sac_tr.eval_csv import EvalCSVError, check_counted, last_eval_row, trim_eval_csv
 from sac_tr.evaluation import evaluate
 from sac_tr.tracking import EvalCSV
+from sac_tr.train import say_trimmed
 
 EVAL_SEED_OFFSET = 10_000  # the recipe's eval environment: seed + 10_000
 
@@ -90,13 +91,25 @@ def train_sb3(
             f"frames), but {ckpt} has no checkpoint to continue from: a fresh run would mix two "
             "curves in one file. Move eval.csv (or the whole directory) aside."
         )
-    if meta.get("eval_every", eval_every) != eval_every:
+    # What the run was started with: a resume under other arguments would splice two curves.
+    args = {
+        "env_id": env_id,
+        "seed": seed,
+        "eval_every": eval_every,
+        "episodes": episodes,
+        "max_steps": max_steps,
+        "sb3_kwargs": sb3_kwargs or {},
+    }
+    saved = meta.get("args") or ({"eval_every": meta["eval_every"]} if "eval_every" in meta else {})
+    differing = [f"{k}: saved {v!r}, now {args[k]!r}" for k, v in saved.items() if args[k] != v]
+    if differing:
         raise EvalCSVError(
-            f"{run_dir} evaluates every {meta['eval_every']} frames, not every {eval_every}: "
-            f"rerun with --eval-every {meta['eval_every']}, or give this run another --dir."
+            f"{run_dir} was started with other arguments ({'; '.join(differing)}): rerun with "
+            "the saved ones, or give this run another --dir."
         )
-    counted = meta["frames"] // eval_every  # evaluations up to the checkpoint, all there?
-    check_counted(run_dir / "eval.csv", meta["frames"], counted)  # before loading anything
+    counted = meta["frames"] // eval_every  # evaluations up to the checkpoint
+    EvalCSV.check(run_dir, unfinished_ok=True)  # before loading anything
+    check_counted(run_dir / "eval.csv", meta["frames"], counted)
     eval_env = make_env(env_id, seed=seed + EVAL_SEED_OFFSET)
     env = gym.make(env_id)
     if meta_file.exists():
@@ -114,7 +127,8 @@ def train_sb3(
     for stale in ckpt.glob("step_*"):  # a save killed before meta.json named it
         if stale.name != meta.get("dir"):
             shutil.rmtree(stale)
-    trim_eval_csv(run_dir / "eval.csv", meta["frames"], counted)  # later ones are made again
+    done = trim_eval_csv(run_dir / "eval.csv", meta["frames"], counted)  # later: made again
+    say_trimmed(run_dir / "eval.csv", meta["frames"], done)
     eval_csv = EvalCSV(run_dir)
     stop = {"signum": None}
 
@@ -140,7 +154,7 @@ def train_sb3(
                     "frames": model.num_timesteps,
                     "wall": wall,
                     "dir": target.name,
-                    "eval_every": eval_every,
+                    "args": args,
                 }
             )
         )

@@ -5,10 +5,11 @@ The writer appends each row whole, ending in a newline, flushed to disk, and a r
 before it checkpoints. So a last line without its newline is a row being appended right now, or
 one whose run was killed while appending it. The readers leave it out, saying so
 (``UnfinishedRowWarning``), and ``trim_eval_csv`` (on resume) drops it with the other rows after
-the checkpoint, after checking that the rows it keeps are as many as the checkpoint counts. Any
-other line that is not one number per column (edited by hand, files joined, a disk fault) is
-refused with the file and the line named, rather than read as a shorter curve, a crash
-elsewhere, or (for ``trim_eval_csv``) a cut ``frames`` value kept as an early evaluation."""
+the checkpoint, and checks the rows it keeps against the evaluations the checkpoint counts. Any
+other line that is not one number per column, or whose ``frames`` is not after the previous
+row's (edited by hand, files joined, a disk fault), is refused with the file and the line named,
+rather than read as a shorter curve, a crash elsewhere, or (for ``trim_eval_csv``) a cut
+``frames`` value kept as an early evaluation."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import NamedTuple
 __all__ = [
     "EvalCSVError",
     "EvalFile",
+    "Trimmed",
     "UnfinishedRowWarning",
     "check_counted",
     "last_eval_row",
@@ -53,8 +55,9 @@ class EvalFile(NamedTuple):
 
 def read_eval_file(path: str | os.PathLike) -> EvalFile:
     """Read and check ``path`` (an empty ``EvalFile`` when it does not exist); raises
-    ``EvalCSVError`` naming the line for a header without ``frames`` or a complete line that is
-    not one finite number per column."""
+    ``EvalCSVError`` naming the line for a header without ``frames``, a complete line that is
+    not one number per column (``frames`` a whole number), or one whose ``frames`` is not after
+    the previous row's."""
     path = Path(path)
     if not path.exists():
         return EvalFile([], [], "")
@@ -69,19 +72,22 @@ def read_eval_file(path: str | os.PathLike) -> EvalFile:
                 f"{path}: the first line {','.join(header)!r} is not an eval.csv header (it has "
                 "no 'frames' column). Give the run's own eval.csv, or move this file aside."
             )
-        rows = []
+        rows: list[list[str]] = []
         for row in reader:
             if not row:
                 continue
             problem = _row_problem(header, row)
+            if not problem and rows:
+                previous, now = (int(float(r[header.index("frames")])) for r in (rows[-1], row))
+                if now <= previous:
+                    problem = f"frames {now} is not after the previous row's {previous}"
             if problem:
                 raise EvalCSVError(
                     f"{path}, line {reader.line_num}: {problem} ({','.join(row)[:80]!r}). "
-                    "sac_tr writes each row whole, so this line was changed after it was written "
-                    "(edited, files joined, a disk fault), or it is a row cut by a kill that a "
-                    "resume by sac_tr before 2026-12-01 kept. Restore it from a copy of the file, "
-                    "or delete a cut row (a resume checks that every evaluation up to its "
-                    "checkpoint is there)."
+                    "sac_tr writes each row whole and in order, so this line was changed after "
+                    "it was written (edited, files joined, a disk fault), or it is a row cut by a "
+                    "kill that a resume by sac_tr before 2026-12-01 kept. Restore it from a copy "
+                    "of the file, or delete it (a resume then reports the gap)."
                 )
             rows.append(row)
     except csv.Error as err:  # e.g. a NUL byte on Python < 3.11
@@ -94,7 +100,7 @@ def read_eval_file(path: str | os.PathLike) -> EvalFile:
 def _row_problem(header: list[str], row: list[str]) -> str:
     """Why ``row`` is not an evaluation under ``header``, or ``""`` when it is one."""
     if len(row) != len(header):
-        return f"{len(row)} value(s) where the header has {len(header)} columns"
+        return f"{len(row)} value(s) where the header (line 1) has {len(header)} columns"
     for name, value in zip(header, row, strict=True):
         try:
             number = float(value)
@@ -122,57 +128,66 @@ def write_eval_file(path: str | os.PathLike, header: list[str], rows: list[list[
         os.close(folder)
 
 
-def check_counted(path: str | os.PathLike, frames: int, evaluations: int | None) -> EvalFile:
-    """Read ``path`` (``read_eval_file``) and check that its rows up to ``frames`` are the
-    ``evaluations`` a checkpoint at ``frames`` counts (``None``: a checkpoint that does not count
-    them, nothing to check). A file that lost rows (a machine that lost power before they reached
-    the disk) or gained some is refused, as is an unfinished last line that is one of the counted
-    evaluations; raises ``EvalCSVError``."""
-    path = Path(path)
-    read = read_eval_file(path)
-    column = read.header.index("frames") if read.header else 0
-    kept = sum(int(float(row[column])) <= frames for row in read.rows)
-    if evaluations is None or kept == evaluations:
-        return read
-    cut_frames = read.unfinished.split(",")[0]
-    if (
-        kept == evaluations - 1
-        and read.unfinished
-        and not (
-            cut_frames.isdigit() and int(cut_frames) > frames  # a row after the checkpoint
+class Trimmed(NamedTuple):
+    """What ``trim_eval_csv`` did (``check_counted``: would do) to a curve on resume."""
+
+    dropped: int  # rows after the checkpoint, an unfinished line among them: made again
+    missing: int  # evaluations the checkpoint counts that the file lacks: a gap in the curve
+    completed: bool  # an unfinished last line that was a whole counted row, kept with its newline
+
+
+def _plan(
+    path: Path, frames: int, evaluations: int | None
+) -> tuple[list[str], list[list[str]], Trimmed]:
+    """The header, the rows to keep, and what keeping them does (see ``trim_eval_csv``)."""
+    header, body, unfinished = read_eval_file(path)
+    column = header.index("frames") if header else 0
+    keep = [row for row in body if int(float(row[column])) <= frames]
+    completed = False
+    if unfinished and header and (evaluations is None or len(keep) < evaluations):
+        row = next(csv.reader([unfinished]))  # the checkpoint counts it: whole but its newline?
+        last = int(float(keep[-1][column])) if keep else -1
+        completed = (
+            evaluations is not None
+            and not _row_problem(header, row)
+            and last < int(float(row[column])) <= frames
         )
-    ):
+        keep += [row] if completed else []
+    missing = 0 if evaluations is None else evaluations - len(keep)
+    if missing < 0:
         raise EvalCSVError(
-            f"{path}: its last line {read.unfinished[:60]!r} has no newline, but it is the "
-            f"evaluation number {evaluations} that the checkpoint at {frames:,} frames counts. "
-            "If the line is whole, end it with a newline; if not, restore the file from a copy."
+            f"{path} holds {len(keep)} evaluation(s) up to {frames:,} frames, but the checkpoint "
+            f"there counts {evaluations}: rows from another run are in it (files joined, or a "
+            "checkpoint moved back from checkpoints/abandoned/, whose later rows were trimmed "
+            "when it was set aside). Delete the rows that are not this run's, or restore the "
+            "file from a copy."
         )
-    raise EvalCSVError(
-        f"{path} {'holds' if path.exists() else 'is missing: it would hold'} {kept} "
-        f"evaluation(s) up to {frames:,} frames, but the checkpoint there counts {evaluations}: "
-        "rows were lost (a machine that lost power before they reached the disk) or added (an "
-        "edit, files joined, or a newer checkpoint left behind by a resume=PATH from an older one "
-        "before sac_tr set those aside). Restore the file from a copy, or resume from the "
-        "checkpoint the curve belongs to (resume=PATH sets the newer ones aside)."
-    )
+    dropped = len(body) - len(keep) + completed + (bool(unfinished) and not completed)
+    return header, keep, Trimmed(dropped, missing, completed)
 
 
-def trim_eval_csv(path: str | os.PathLike, frames: int, evaluations: int | None) -> int:
+def check_counted(path: str | os.PathLike, frames: int, evaluations: int | None) -> Trimmed:
+    """What ``trim_eval_csv(path, frames, evaluations)`` would do, without doing it: the checks
+    a resume makes before it builds anything. Raises ``EvalCSVError`` as it does."""
+    return _plan(Path(path), frames, evaluations)[2]
+
+
+def trim_eval_csv(path: str | os.PathLike, frames: int, evaluations: int | None) -> Trimmed:
     """Drop the rows of ``eval.csv`` written after ``frames`` (a run killed after its last
     checkpoint evaluated once more, or was killed while appending a row; the resumed run evaluates
-    those frames again). Returns the number of rows dropped, an unfinished line among them.
-    ``evaluations``: what the checkpoint at ``frames`` counts, checked first (``check_counted``;
-    ``None``, a checkpoint that does not count them: not checked).
-    Raises ``EvalCSVError`` for a damaged file, before changing it."""
-    header, body, unfinished = check_counted(path, frames, evaluations)
-    if not header:
-        return 0
-    column = header.index("frames")
-    keep = [row for row in body if int(float(row[column])) <= frames]
-    dropped = len(body) - len(keep) + bool(unfinished)
-    if dropped:
+    those frames again).
+
+    ``evaluations`` is the number of evaluations the checkpoint at ``frames`` counts (``None``: a
+    checkpoint that does not count them, nothing checked). An unfinished last line that is one of
+    them and whole but for its newline is kept; rows it counts that the file lacks (a machine that
+    lost power before they reached the disk, or deleted by hand) are reported as ``missing``, a
+    gap the caller says; more rows than it counts (two curves joined) raise ``EvalCSVError``, as
+    does a damaged file, before anything is changed."""
+    path = Path(path)
+    header, keep, done = _plan(path, frames, evaluations)
+    if header and (done.dropped or done.completed):
         write_eval_file(path, header, keep)
-    return dropped
+    return done
 
 
 def _rows(path: str | os.PathLike) -> list[dict[str, str]]:

@@ -41,7 +41,14 @@ from sac_tr.env_state import (
     restore_collector_state,
 )
 from sac_tr.envs import make_env
-from sac_tr.eval_csv import EvalCSVError, check_counted, last_eval_row, trim_eval_csv
+from sac_tr.eval_csv import (
+    EvalCSVError,
+    Trimmed,
+    check_counted,
+    last_eval_row,
+    read_eval_rows,
+    trim_eval_csv,
+)
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
 from sac_tr.run_dirs import (
@@ -189,6 +196,23 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
         print(f"Resuming {path}: keys new since it was written, at today's values: {added}")
 
 
+def say_trimmed(path: Path, frames: int, done: Trimmed) -> None:
+    """Print what resuming at ``frames`` did to the curve at ``path`` (``trim_eval_csv``)."""
+    if done.dropped:
+        print(
+            f"Resuming at {frames:,} frames: dropped {done.dropped} evaluation(s) written after "
+            f"the checkpoint from {path}; they are made again."
+        )
+    if done.completed:
+        print(f"Resuming: the last row of {path} lacked only its newline; kept.")
+    if done.missing:
+        print(
+            f"Warning: {path} lacks {done.missing} of the evaluations the checkpoint at "
+            f"{frames:,} frames counts (lost with a machine before they reached the disk, or "
+            "deleted): the curve has a gap there."
+        )
+
+
 def eval_columns(cfg: DictConfig) -> tuple[str, ...]:
     """The columns ``eval.csv`` has beyond ``EvalCSV.FIELDS`` under ``cfg``."""
     return EvalCSV.STOCHASTIC if cfg.eval.stochastic else ()
@@ -223,7 +247,10 @@ def _keep_run_record(run_dir: Path, state: dict) -> None:
 
 def finished_summary(state: dict, run_dir: Path, path: Path) -> TrainSummary:
     """What a run that already reached its frame budget reports, without building anything."""
-    row = last_eval_row(run_dir / "eval.csv")
+    rows = [
+        r for r in read_eval_rows(run_dir / "eval.csv") if float(r["frames"]) <= state["frames"]
+    ]
+    row = rows[-1] if rows else None  # this checkpoint's last evaluation, not a later one's
     return TrainSummary(
         run_dir=run_dir,
         frames=int(state["frames"]),
@@ -571,14 +598,9 @@ class TrainingRun:
         if state.get("has_buffer"):
             self.buffer.loads(buffer_dir(path))
         # Evaluations after this checkpoint (a run killed before its next one) are redone; the
-        # ones it counts must all be there (no count in a checkpoint from before c4127e7).
-        counted = state.get("evals")
-        dropped = trim_eval_csv(self.run_dir / "eval.csv", self.counters.frames, counted)
-        if dropped:
-            print(
-                f"Resuming at {self.counters.frames:,} frames: dropped {dropped} evaluation(s) "
-                "written after the checkpoint from eval.csv; they are made again."
-            )
+        # ones it counts are checked (no count in a checkpoint from before c4127e7).
+        done = trim_eval_csv(self.run_dir / "eval.csv", self.counters.frames, state.get("evals"))
+        say_trimmed(self.run_dir / "eval.csv", self.counters.frames, done)
         row = last_eval_row(self.run_dir / "eval.csv")
         self.last_eval = float(row["return_mean"]) if row else float("nan")
         self.saved_at = self.counters.frames  # this state is on disk already

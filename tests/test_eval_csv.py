@@ -7,7 +7,9 @@ import pytest
 
 from sac_tr.eval_csv import (
     EvalCSVError,
+    Trimmed,
     UnfinishedRowWarning,
+    check_counted,
     last_eval_row,
     read_eval_rows,
     trim_eval_csv,
@@ -50,35 +52,41 @@ def test_an_unfinished_last_line_is_left_out_and_dropped_on_resume(tmp_path, cut
         assert [r["frames"] for r in read_eval_rows(path)] == ["10000", "20000"]
     # Killed while appending the evaluation at 30,000 frames, before its checkpoint: the newest
     # checkpoint is at 20,000 frames and counts two evaluations.
-    assert trim_eval_csv(path, 20_000, evaluations=2) == 1
+    assert trim_eval_csv(path, 20_000, evaluations=2) == Trimmed(1, 0, False)
     assert path.read_text().replace("\r\n", "\n") == TWO_ROWS
 
 
-def test_a_resume_refuses_a_curve_missing_evaluations_its_checkpoint_counts(tmp_path):
+def test_a_resume_keeps_a_counted_row_reports_a_lost_one_and_refuses_extra_ones(tmp_path):
     path = tmp_path / "eval.csv"
-    # The row at 30,000 frames reached the disk without its newline, and the checkpoint at
-    # 30,000 (three evaluations) did: a machine that lost power. Dropping it would lose it.
+    # The row at 30,000 frames reached the disk whole but for its newline, and so did the
+    # checkpoint at 30,000 (three evaluations): a machine that lost power. It is kept.
     path.write_text(TWO_ROWS + "30000,29001,3,1,10,300")
-    with pytest.raises(EvalCSVError, match="has no newline, but it is the evaluation number 3"):
-        trim_eval_csv(path, 30_000, evaluations=3)
-    path.write_text(f"{HEADER}\n10000,9001,1,1,10,100\n")  # the row at 20,000 never arrived
-    with pytest.raises(EvalCSVError, match=r"holds 1 evaluation\(s\) up to 20,000 frames, but the "
-                       "checkpoint there counts 2: rows were lost"):  # fmt: skip
-        trim_eval_csv(path, 20_000, evaluations=2)
-    assert path.read_text() == f"{HEADER}\n10000,9001,1,1,10,100\n"  # untouched
-    # Row 30,000 lost, and the unfinished line is a later row (40,000): the lost row is named.
-    path.write_text(TWO_ROWS.replace("20000,19001,2,1,10,200\n", "") + "40000,39001,4")
-    with pytest.raises(EvalCSVError, match=r"holds 1 evaluation\(s\) up to 30,000 frames"):
-        trim_eval_csv(path, 30_000, evaluations=2)
-    with pytest.raises(EvalCSVError, match="is missing: it would hold 0"):
-        trim_eval_csv(tmp_path / "gone.csv", 20_000, evaluations=2)
+    assert check_counted(path, 30_000, 3) == Trimmed(0, 0, True)
+    assert path.read_text() == TWO_ROWS + "30000,29001,3,1,10,300"  # checking changes nothing
+    assert trim_eval_csv(path, 30_000, evaluations=3) == Trimmed(0, 0, True)
+    assert path.read_text().replace("\r\n", "\n") == TWO_ROWS + "30000,29001,3,1,10,300\n"
+    # The same row cut inside: it cannot be kept; the checkpoint's third evaluation is missing.
+    path.write_text(TWO_ROWS + "30000,29001,3")
+    assert trim_eval_csv(path, 30_000, evaluations=3) == Trimmed(1, 1, False)
+    assert path.read_text().replace("\r\n", "\n") == TWO_ROWS
+    # The row at 20,000 never arrived, and the unfinished line is a later row (40,000).
+    path.write_text(f"{HEADER}\n10000,9001,1,1,10,100\n40000,39001,4")
+    assert trim_eval_csv(path, 30_000, evaluations=2) == Trimmed(1, 1, False)
+    # More rows than the checkpoint counts: another run's rows joined in. Refused, untouched.
+    path.write_text(TWO_ROWS)
+    with pytest.raises(EvalCSVError, match=r"holds 2 evaluation\(s\) up to 20,000 frames, but the "
+                       "checkpoint there counts 1: rows from another run"):  # fmt: skip
+        trim_eval_csv(path, 20_000, evaluations=1)
+    assert path.read_text() == TWO_ROWS
+    assert trim_eval_csv(tmp_path / "gone.csv", 20_000, evaluations=2) == Trimmed(0, 2, False)
 
 
 @pytest.mark.parametrize(
     ("line", "problem"),
     [
-        ("30000,29001,2990.1", "3 value(s) where the header has 6 columns"),
-        ("30000,29001,3,1,10,250,7", "7 value(s) where the header has 6 columns"),
+        ("30000,29001,2990.1", "3 value(s) where the header (line 1) has 6 columns"),
+        ("30000,29001,3,1,10,250,7", "7 value(s) where the header (line 1) has 6 columns"),
+        ("5000,4001,1,1,10,50", "frames 5000 is not after the previous row's 10000"),
         ("30000,29001,nan,x,10,500", "return_std='x' is not a number"),
         ("30000.5,29001,1,1,10,500", "frames='30000.5' is not a whole number"),
     ],
@@ -92,6 +100,7 @@ def test_a_damaged_line_is_refused_naming_the_file_and_the_line(tmp_path, line, 
             read(path)
         assert f"{path}, line 3: {problem}" in str(err.value)
         assert "changed after it was written" in str(err.value)
+        assert "delete it (a resume then reports the gap)" in str(err.value)
     assert path.read_text() == text  # trim_eval_csv refused before rewriting anything
 
 
@@ -106,7 +115,7 @@ def test_a_file_that_is_not_an_eval_csv_is_refused(tmp_path):
     with pytest.raises(EvalCSVError, match=f"{path}, line 2: x='\ufffd' is not a number"):
         read_eval_rows(path)
     path.write_text("")  # created and killed before its header: nothing to read, nothing to trim
-    assert read_eval_rows(path) == [] and trim_eval_csv(path, 0, 0) == 0
+    assert read_eval_rows(path) == [] and trim_eval_csv(path, 0, 0) == Trimmed(0, 0, False)
 
 
 def test_appending_writes_a_fresh_header_or_refuses_another_shape(tmp_path, monkeypatch):
@@ -149,11 +158,16 @@ def test_a_resume_over_a_cut_row_continues_and_over_a_damaged_one_builds_nothing
     with pytest.raises(EvalCSVError, match=r"eval.csv, line 2: return_mean='x' is not a number"):
         train(make_cfg("total_frames=400", "logger=none", "resume=auto"), tmp_path)
     assert path.read_text() == damaged
-    # The row at 200 frames lost (never reached the disk): refused, also before any build.
+    # The row at 200 frames lost (never reached the disk, or deleted as the message says): the
+    # run continues and says where the curve has its gap.
+    monkeypatch.undo()
     path.write_text("".join([lines[0], lines[1], *lines[3:]]))
-    with pytest.raises(EvalCSVError, match=r"holds 2 evaluation\(s\) up to 300 frames, but the "
-                       "checkpoint there counts 3"):  # fmt: skip
-        train(make_cfg("total_frames=400", "logger=none", "resume=auto"), tmp_path)
+    capsys.readouterr()
+    train(make_cfg("total_frames=400", "logger=none", "resume=auto"), tmp_path)
+    assert (
+        "lacks 1 of the evaluations the checkpoint at 300 frames counts" in capsys.readouterr().out
+    )
+    assert [r["frames"] for r in read_eval_rows(path)] == ["100", "300", "400"]
 
 
 def test_a_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, capsys):
@@ -163,6 +177,10 @@ def test_a_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, c
     train(make_cfg("total_frames=300", "logger=none"), tmp_path)
     ckpt = tmp_path / "checkpoints"
     step_200 = next(p for p in ckpt.glob("step_*.pt") if p.name.endswith("200.pt"))
+    # Already at its budget: it reports its own last evaluation (200's), not the newer 300's.
+    done = train(make_cfg("total_frames=200", "logger=none", f"resume={step_200}"), tmp_path)
+    row_200 = read_eval_rows(tmp_path / "eval.csv")[1]
+    assert done.already_finished and done.last_eval_return == float(row_200["return_mean"])
     train(make_cfg("total_frames=250", "logger=none", f"resume={step_200}"), tmp_path)
     assert "moved to" in capsys.readouterr().out
     assert [p.name for p in (ckpt / "abandoned").glob("step_*.pt")] == ["step_0000000300.pt"]

@@ -102,7 +102,7 @@ def test_resume_keeps_wall_time_last_eval_and_drops_evaluations_after_the_checkp
 def test_trim_eval_csv_by_hand(tmp_path):
     path = tmp_path / "eval.csv"
     path.write_text("frames,return_mean\n100,1\n200,2\n300,3\n")
-    assert trim_eval_csv(path, 200, evaluations=2) == 1
+    assert trim_eval_csv(path, 200, evaluations=2).dropped == 1
     assert path.read_text().splitlines() == ["frames,return_mean", "100,1", "200,2"]
 
 

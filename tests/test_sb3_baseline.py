@@ -154,8 +154,11 @@ def test_a_curve_without_a_checkpoint_is_not_restarted_over(tmp_path):
     assert (tmp_path / "eval.csv").read_text() == curve
 
 
-def test_another_eval_interval_is_refused_before_loading(tmp_path):
+def test_other_arguments_are_refused_before_loading(tmp_path):
     _train(tmp_path, 100)
-    with pytest.raises(EvalCSVError, match="evaluates every 100 frames, not every 50"):
+    with pytest.raises(EvalCSVError, match="eval_every: saved 100, now 50"):
         _sb3_sac().train_sb3("Pendulum-v1", 0, 200, 50, tmp_path, episodes=1, max_steps=20,
+                             sb3_kwargs=SMALL)  # fmt: skip
+    with pytest.raises(EvalCSVError, match="seed: saved 0, now 1; episodes: saved 1, now 3"):
+        _sb3_sac().train_sb3("Pendulum-v1", 1, 200, 100, tmp_path, episodes=3, max_steps=20,
                              sb3_kwargs=SMALL)  # fmt: skip
