@@ -59,6 +59,11 @@ def read_run(run_dir: Path, seed: int) -> RunRows | None:
     )
 
 
+def _k(frames: int) -> str:
+    """``300k`` for 300,000 frames; ``1,500`` where thousands would round (short runs)."""
+    return f"{frames // 1000}k" if frames % 1000 == 0 else f"{frames:,}"
+
+
 def _number(value: float) -> str:
     return f"{value:,.0f}"
 
@@ -96,12 +101,15 @@ def flatness_cell(runs: list[RunRows], windows: list[int]) -> str:
 
 def suite_table(root: Path, frames: list[int], windows: list[int]) -> str:
     """The markdown table of every task and variant with at least one evaluation under ``root``."""
-    spans = " / ".join(f"{a // 1000}-{b // 1000}k" for a, b in itertools.pairwise(windows))
+    spans = " / ".join(
+        f"{a // 1000}-{b // 1000}k" if a % 1000 == b % 1000 == 0 else f"{_k(a)}-{_k(b)}"
+        for a, b in itertools.pairwise(windows)
+    )
     head = [
         "task",
         "variant",
-        *(f"{f // 1000}k" for f in frames),
-        f"wall time, frames/s to {frames[-1] // 1000}k",
+        *(_k(f) for f in frames),
+        f"wall time, frames/s to {_k(frames[-1])}",
         f"frames/s {spans}",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -121,7 +129,7 @@ def suite_table(root: Path, frames: list[int], windows: list[int]) -> str:
                 continue
             cells = [return_cell(runs, f) for f in frames]
             latest = [
-                f"s{r.seed} at {r.last_frames // 1000}k" for r in runs if r.last_frames < frames[-1]
+                f"s{r.seed} at {_k(r.last_frames)}" for r in runs if r.last_frames < frames[-1]
             ]
             if latest:  # runs under way, or stopped before the end
                 cells[-1] = (

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grouped = load(args.roots, args.metric or ["return_mean"])
     except (FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}\nNothing was written to {args.out}.", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     plot(grouped, args.out / "curves.png", args.title)

@@ -66,3 +66,8 @@ def test_frames_per_second_between_two_evaluations():
     assert run.frames_per_second(0, 20_000) == 20_000 / 450
     assert run.frames_per_second(20_000, 30_000) is None  # not reached
     assert run.frames_per_second(5_000, 20_000) is None  # no evaluation there
+
+
+def test_short_runs_are_labelled_in_frames_not_rounded_thousands():
+    table = _suite_table()
+    assert [table._k(f) for f in (300_000, 1_000, 400, 1_500)] == ["300k", "1k", "400", "1,500"]
