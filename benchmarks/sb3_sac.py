@@ -100,8 +100,17 @@ def train_sb3(
         "max_steps": max_steps,
         "sb3_kwargs": sb3_kwargs or {},
     }
+    try:  # as meta.json will hold them: tuples become lists
+        args = json.loads(json.dumps(args))
+    except TypeError as err:
+        raise EvalCSVError(
+            f"sb3_kwargs must be JSON values, to be recorded for a resume ({err}): give "
+            "net_arch and the like as lists and numbers, as --kwargs does."
+        ) from None
     saved = meta.get("args") or ({"eval_every": meta["eval_every"]} if "eval_every" in meta else {})
-    differing = [f"{k}: saved {v!r}, now {args[k]!r}" for k, v in saved.items() if args[k] != v]
+    differing = [
+        f"{k}: saved {v!r}, now {args.get(k)!r}" for k, v in saved.items() if args.get(k) != v
+    ]
     if differing:
         raise EvalCSVError(
             f"{run_dir} was started with other arguments ({'; '.join(differing)}): rerun with "
@@ -123,7 +132,8 @@ def train_sb3(
                 "start this run again."
             )
     else:
-        model = SAC("MlpPolicy", env, seed=seed, verbose=0, device="cpu", **(sb3_kwargs or {}))
+        kwargs = json.loads(json.dumps(args["sb3_kwargs"]))  # its own copy: SB3 edits policy_kwargs
+        model = SAC("MlpPolicy", env, seed=seed, verbose=0, device="cpu", **kwargs)
     for stale in ckpt.glob("step_*"):  # a save killed before meta.json named it
         if stale.name != meta.get("dir"):
             shutil.rmtree(stale)

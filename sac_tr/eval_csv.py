@@ -4,8 +4,9 @@ back: for resuming, reporting and plotting. Uses the standard library only.
 The writer appends each row whole, ending in a newline, flushed to disk, and a run evaluates
 before it checkpoints. So a last line without its newline is a row being appended right now, or
 one whose run was killed while appending it. The readers leave it out, saying so
-(``UnfinishedRowWarning``), and ``trim_eval_csv`` (on resume) drops it with the other rows after
-the checkpoint, and checks the rows it keeps against the evaluations the checkpoint counts. Any
+(``UnfinishedRowWarning``); ``trim_eval_csv`` (on resume) drops it with the other rows after the
+checkpoint, unless the checkpoint counts it, and checks the rows it keeps against the
+evaluations the checkpoint counts. Any
 other line that is not one number per column, or whose ``frames`` is not after the previous
 row's (edited by hand, files joined, a disk fault), is refused with the file and the line named,
 rather than read as a shorter curve, a crash elsewhere, or (for ``trim_eval_csv``) a cut
@@ -87,7 +88,8 @@ def read_eval_file(path: str | os.PathLike) -> EvalFile:
                     "sac_tr writes each row whole and in order, so this line was changed after "
                     "it was written (edited, files joined, a disk fault), or it is a row cut by a "
                     "kill that a resume by sac_tr before 2026-12-01 kept. Restore it from a copy "
-                    "of the file, or delete it (a resume then reports the gap)."
+                    "of the file, or delete it if it is the one bad line (a resume then reports the "
+                    "gap)."
                 )
             rows.append(row)
     except csv.Error as err:  # e.g. a NUL byte on Python < 3.11
@@ -131,9 +133,10 @@ def write_eval_file(path: str | os.PathLike, header: list[str], rows: list[list[
 class Trimmed(NamedTuple):
     """What ``trim_eval_csv`` did (``check_counted``: would do) to a curve on resume."""
 
-    dropped: int  # rows after the checkpoint, an unfinished line among them: made again
+    dropped: int  # complete rows after the checkpoint: made again
     missing: int  # evaluations the checkpoint counts that the file lacks: a gap in the curve
-    completed: bool  # an unfinished last line that was a whole counted row, kept with its newline
+    completed: bool  # an unfinished last line, whole as far as it can tell, counted: kept
+    cut: bool  # an unfinished last line that is not kept: dropped
 
 
 def _plan(
@@ -145,25 +148,26 @@ def _plan(
     keep = [row for row in body if int(float(row[column])) <= frames]
     completed = False
     if unfinished and header and (evaluations is None or len(keep) < evaluations):
-        row = next(csv.reader([unfinished]))  # the checkpoint counts it: whole but its newline?
-        last = int(float(keep[-1][column])) if keep else -1
-        completed = (
-            evaluations is not None
-            and not _row_problem(header, row)
-            and last < int(float(row[column])) <= frames
-        )
+        try:  # the checkpoint counts it (or cannot say): is it whole but for its newline?
+            row = next(csv.reader([unfinished]))
+        except csv.Error:  # e.g. NUL bytes on Python < 3.11
+            row = []
+        last = int(float(body[-1][column])) if body else -1  # and after every complete row
+        completed = not _row_problem(header, row) and last < int(float(row[column])) <= frames
         keep += [row] if completed else []
     missing = 0 if evaluations is None else evaluations - len(keep)
     if missing < 0:
         raise EvalCSVError(
             f"{path} holds {len(keep)} evaluation(s) up to {frames:,} frames, but the checkpoint "
-            f"there counts {evaluations}: rows from another run are in it (files joined, or a "
-            "checkpoint moved back from checkpoints/abandoned/, whose later rows were trimmed "
-            "when it was set aside). Delete the rows that are not this run's, or restore the "
-            "file from a copy."
+            f"there counts {evaluations}: rows from another run are in it (files joined). Restore "
+            "the file from a copy, or delete the rows that are not this run's."
         )
-    dropped = len(body) - len(keep) + completed + (bool(unfinished) and not completed)
-    return header, keep, Trimmed(dropped, missing, completed)
+    dropped = len(body) - (len(keep) - completed)
+    return (
+        header,
+        keep,
+        Trimmed(dropped, missing, completed, bool(unfinished and header) and not completed),
+    )
 
 
 def check_counted(path: str | os.PathLike, frames: int, evaluations: int | None) -> Trimmed:
@@ -178,14 +182,15 @@ def trim_eval_csv(path: str | os.PathLike, frames: int, evaluations: int | None)
     those frames again).
 
     ``evaluations`` is the number of evaluations the checkpoint at ``frames`` counts (``None``: a
-    checkpoint that does not count them, nothing checked). An unfinished last line that is one of
-    them and whole but for its newline is kept; rows it counts that the file lacks (a machine that
+    checkpoint that does not count them, nothing checked). An unfinished last line at or before
+    the checkpoint that it counts, and whole as far as can be told (a value cut inside its last
+    field cannot be told), is kept; rows it counts that the file lacks (a machine that
     lost power before they reached the disk, or deleted by hand) are reported as ``missing``, a
     gap the caller says; more rows than it counts (two curves joined) raise ``EvalCSVError``, as
     does a damaged file, before anything is changed."""
     path = Path(path)
     header, keep, done = _plan(path, frames, evaluations)
-    if header and (done.dropped or done.completed):
+    if header and (done.dropped or done.completed or done.cut):
         write_eval_file(path, header, keep)
     return done
 

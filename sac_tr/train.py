@@ -203,13 +203,19 @@ def say_trimmed(path: Path, frames: int, done: Trimmed) -> None:
             f"Resuming at {frames:,} frames: dropped {done.dropped} evaluation(s) written after "
             f"the checkpoint from {path}; they are made again."
         )
+    if done.cut:
+        print(f"Resuming: dropped the unfinished last line of {path} (a run killed writing it).")
     if done.completed:
-        print(f"Resuming: the last row of {path} lacked only its newline; kept.")
+        print(
+            f"Resuming: the last row of {path} lacked its newline and is one the checkpoint "
+            "counts; kept (a value cut inside its last field could not be told)."
+        )
     if done.missing:
         print(
             f"Warning: {path} lacks {done.missing} of the evaluations the checkpoint at "
-            f"{frames:,} frames counts (lost with a machine before they reached the disk, or "
-            "deleted): the curve has a gap there."
+            f"{frames:,} frames counts (lost with a machine before they reached the disk, "
+            "deleted, or trimmed when this checkpoint was set aside in checkpoints/abandoned/): "
+            "the curve has a gap there."
         )
 
 

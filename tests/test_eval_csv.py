@@ -52,7 +52,7 @@ def test_an_unfinished_last_line_is_left_out_and_dropped_on_resume(tmp_path, cut
         assert [r["frames"] for r in read_eval_rows(path)] == ["10000", "20000"]
     # Killed while appending the evaluation at 30,000 frames, before its checkpoint: the newest
     # checkpoint is at 20,000 frames and counts two evaluations.
-    assert trim_eval_csv(path, 20_000, evaluations=2) == Trimmed(1, 0, False)
+    assert trim_eval_csv(path, 20_000, evaluations=2) == Trimmed(0, 0, False, cut=True)
     assert path.read_text().replace("\r\n", "\n") == TWO_ROWS
 
 
@@ -61,24 +61,31 @@ def test_a_resume_keeps_a_counted_row_reports_a_lost_one_and_refuses_extra_ones(
     # The row at 30,000 frames reached the disk whole but for its newline, and so did the
     # checkpoint at 30,000 (three evaluations): a machine that lost power. It is kept.
     path.write_text(TWO_ROWS + "30000,29001,3,1,10,300")
-    assert check_counted(path, 30_000, 3) == Trimmed(0, 0, True)
+    assert check_counted(path, 30_000, 3) == Trimmed(0, 0, True, False)
     assert path.read_text() == TWO_ROWS + "30000,29001,3,1,10,300"  # checking changes nothing
-    assert trim_eval_csv(path, 30_000, evaluations=3) == Trimmed(0, 0, True)
+    assert trim_eval_csv(path, 30_000, evaluations=3) == Trimmed(0, 0, True, False)
     assert path.read_text().replace("\r\n", "\n") == TWO_ROWS + "30000,29001,3,1,10,300\n"
     # The same row cut inside: it cannot be kept; the checkpoint's third evaluation is missing.
     path.write_text(TWO_ROWS + "30000,29001,3")
-    assert trim_eval_csv(path, 30_000, evaluations=3) == Trimmed(1, 1, False)
+    assert trim_eval_csv(path, 30_000, evaluations=3) == Trimmed(0, 1, False, True)
     assert path.read_text().replace("\r\n", "\n") == TWO_ROWS
     # The row at 20,000 never arrived, and the unfinished line is a later row (40,000).
     path.write_text(f"{HEADER}\n10000,9001,1,1,10,100\n40000,39001,4")
-    assert trim_eval_csv(path, 30_000, evaluations=2) == Trimmed(1, 1, False)
+    assert trim_eval_csv(path, 30_000, evaluations=2) == Trimmed(0, 1, False, True)
+    # An unfinished row before a complete one is not kept: out of order (after 10k and 30k).
+    path.write_text(
+        f"{HEADER}\n10000,9001,1,1,10,100\n30000,29001,3,1,10,300\n20000,19001,2,1,10,200"
+    )
+    assert trim_eval_csv(path, 20_000, evaluations=2) == Trimmed(1, 1, False, True)
     # More rows than the checkpoint counts: another run's rows joined in. Refused, untouched.
     path.write_text(TWO_ROWS)
     with pytest.raises(EvalCSVError, match=r"holds 2 evaluation\(s\) up to 20,000 frames, but the "
                        "checkpoint there counts 1: rows from another run"):  # fmt: skip
         trim_eval_csv(path, 20_000, evaluations=1)
     assert path.read_text() == TWO_ROWS
-    assert trim_eval_csv(tmp_path / "gone.csv", 20_000, evaluations=2) == Trimmed(0, 2, False)
+    assert trim_eval_csv(tmp_path / "gone.csv", 20_000, evaluations=2) == Trimmed(
+        0, 2, False, False
+    )
 
 
 @pytest.mark.parametrize(
@@ -100,7 +107,7 @@ def test_a_damaged_line_is_refused_naming_the_file_and_the_line(tmp_path, line, 
             read(path)
         assert f"{path}, line 3: {problem}" in str(err.value)
         assert "changed after it was written" in str(err.value)
-        assert "delete it (a resume then reports the gap)" in str(err.value)
+        assert "delete it if it is the one bad line" in str(err.value)
     assert path.read_text() == text  # trim_eval_csv refused before rewriting anything
 
 
@@ -115,7 +122,7 @@ def test_a_file_that_is_not_an_eval_csv_is_refused(tmp_path):
     with pytest.raises(EvalCSVError, match=f"{path}, line 2: x='\ufffd' is not a number"):
         read_eval_rows(path)
     path.write_text("")  # created and killed before its header: nothing to read, nothing to trim
-    assert read_eval_rows(path) == [] and trim_eval_csv(path, 0, 0) == Trimmed(0, 0, False)
+    assert read_eval_rows(path) == [] and trim_eval_csv(path, 0, 0) == Trimmed(0, 0, False, False)
 
 
 def test_appending_writes_a_fresh_header_or_refuses_another_shape(tmp_path, monkeypatch):
@@ -144,7 +151,7 @@ def test_a_resume_over_a_cut_row_continues_and_over_a_damaged_one_builds_nothing
     path.write_text(path.read_text() + "30")  # killed while appending the next row
     more = train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
     assert more.frames == 300
-    assert "dropped 1 evaluation(s) written after the checkpoint" in capsys.readouterr().out
+    assert "dropped the unfinished last line" in capsys.readouterr().out
     assert [r["frames"] for r in read_eval_rows(path)] == ["100", "200", "300"]
     # A line changed by hand is refused before the environments, agent and buffer are built.
     lines = path.read_text().splitlines(keepends=True)

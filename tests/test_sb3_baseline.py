@@ -162,3 +162,15 @@ def test_other_arguments_are_refused_before_loading(tmp_path):
     with pytest.raises(EvalCSVError, match="seed: saved 0, now 1; episodes: saved 1, now 3"):
         _sb3_sac().train_sb3("Pendulum-v1", 1, 200, 100, tmp_path, episodes=3, max_steps=20,
                              sb3_kwargs=SMALL)  # fmt: skip
+
+
+def test_kwargs_are_recorded_as_json_so_tuples_resume_and_objects_are_refused(tmp_path):
+    train_sb3 = _sb3_sac().train_sb3
+    kwargs = {**SMALL, "policy_kwargs": {"net_arch": (16,)}}  # a tuple, recorded as a list
+    train_sb3("Pendulum-v1", 0, 100, 100, tmp_path, episodes=1, max_steps=20, sb3_kwargs=kwargs)
+    assert train_sb3("Pendulum-v1", 0, 200, 100, tmp_path, episodes=1, max_steps=20,
+                     sb3_kwargs=kwargs) is None  # fmt: skip
+    assert _frames(tmp_path) == [100, 200]
+    with pytest.raises(EvalCSVError, match="sb3_kwargs must be JSON values"):
+        train_sb3("Pendulum-v1", 0, 100, 100, tmp_path / "other", episodes=1, max_steps=20,
+                  sb3_kwargs={"action_noise": object()})  # fmt: skip
