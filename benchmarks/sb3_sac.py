@@ -21,6 +21,7 @@ signal's number, as our recipe does, so a launcher can tell a stop from a finish
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -33,7 +34,13 @@ import torch
 from tensordict.nn import TensorDictModule
 
 from sac_tr.envs import make_env
-from sac_tr.eval_csv import EvalCSVError, check_counted, last_eval_row, trim_eval_csv
+from sac_tr.eval_csv import (
+    EvalCSVError,
+    check_counted,
+    fsync_path,
+    last_eval_row,
+    trim_eval_csv,
+)
 from sac_tr.evaluation import evaluate
 from sac_tr.tracking import EvalCSV
 from sac_tr.train import say_trimmed
@@ -50,15 +57,6 @@ def sb3_actor(model) -> TensorDictModule:
         return torch.as_tensor(action, dtype=observation.dtype)
 
     return TensorDictModule(act, in_keys=["observation"], out_keys=["action"])
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or a folder (its entries) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def train_sb3(
@@ -132,7 +130,7 @@ def train_sb3(
                 "start this run again."
             )
     else:
-        kwargs = json.loads(json.dumps(args["sb3_kwargs"]))  # its own copy: SB3 edits policy_kwargs
+        kwargs = copy.deepcopy(args["sb3_kwargs"])  # its own copy: SB3 edits policy_kwargs
         model = SAC("MlpPolicy", env, seed=seed, verbose=0, device="cpu", **kwargs)
     for stale in ckpt.glob("step_*"):  # a save killed before meta.json named it
         if stale.name != meta.get("dir"):
@@ -169,9 +167,9 @@ def train_sb3(
             )
         )
         for path in (target / "model.zip", target / "replay_buffer.pkl", target, tmp):
-            _fsync(path)
+            fsync_path(path)
         os.replace(tmp, meta_file)
-        _fsync(ckpt)
+        fsync_path(ckpt)
         for old in [*ckpt.glob("step_*"), ckpt / "model.zip", ckpt / "replay_buffer.pkl"]:
             if old.is_dir() and old != target:
                 shutil.rmtree(old)

@@ -28,6 +28,7 @@ __all__ = [
     "Trimmed",
     "UnfinishedRowWarning",
     "check_counted",
+    "fsync_path",
     "last_eval_row",
     "read_eval_file",
     "read_eval_rows",
@@ -123,11 +124,16 @@ def write_eval_file(path: str | os.PathLike, header: list[str], rows: list[list[
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    folder = os.open(path.parent, os.O_RDONLY)  # the rename, on disk too
+    fsync_path(path.parent)  # the rename, on disk too
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file, or a folder's entries (a rename in it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(folder)
+        os.fsync(fd)
     finally:
-        os.close(folder)
+        os.close(fd)
 
 
 class Trimmed(NamedTuple):
