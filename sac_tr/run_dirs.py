@@ -25,9 +25,11 @@ __all__ = [
     "write_hydra_files",
 ]
 
-# The keys a resumed run may change: the frame budget, ``resume`` itself, and how the process runs
-# (torch threads, the progress bar), which never changes what is learned.
-RESUMABLE_KEYS = ("total_frames", "resume", "threads", "progress")
+# The keys a resumed run may change: the frame budget, ``resume`` itself, how the process runs
+# (torch threads, the progress bar), which never changes what is learned, and ``nan_guard``, which
+# changes nothing while every value is finite: a run stopped on a NaN/inf (its checkpoint is the
+# last good state) continues with it on.
+RESUMABLE_KEYS = ("total_frames", "resume", "threads", "progress", "nan_guard")
 
 # What hydra writes into ``<run dir>/.hydra/`` when a job starts, before the task runs.
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")

@@ -52,6 +52,7 @@ from sac_tr.eval_csv import (
 from sac_tr.evaluation import evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
 from sac_tr.run_dirs import (
+    RESUMABLE_KEYS,
     added_keys,
     checkpoint_frames,
     config_differences,
@@ -93,6 +94,9 @@ class Counters:
     skipped_updates: int = 0  # batches with a NaN/inf loss skipped (nan_guard=true)
     wall_time_s: float = 0.0  # seconds of training so far, over every resumed segment
 
+
+# What check_same_config lets a resume change, as a user writes it (resume is how one resumes).
+_MAY_CHANGE = tuple(key for key in RESUMABLE_KEYS if key != "resume")
 
 _CONSOLE_LOGGERS = [
     logging.getLogger(),
@@ -175,21 +179,33 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
 
 
 def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
-    """Refuse to continue a run under another configuration: only ``total_frames`` (and
-    ``resume``, ``threads``, ``progress``) may change, anything else would splice two experiments
-    into one curve."""
+    """Refuse to continue a run under another configuration: only ``RESUMABLE_KEYS`` may change
+    (``total_frames``, how the process runs, and ``nan_guard``, said when it changes), anything
+    else would splice two experiments into one curve."""
     differing = config_differences(state["config"], cfg)
+    saved = OmegaConf.create(state["config"])
     if differing:
-        saved = OmegaConf.create(state["config"])
         lines = [
             f"  {key}: saved {OmegaConf.select(saved, key)!r}, now {OmegaConf.select(cfg, key)!r}"
             for key in differing[:20]
         ]
         raise ConfigError(
             f"Cannot resume from {path}: the run was started with another configuration "
-            f"({len(differing)} key(s) differ; only total_frames, threads and progress may change):\n"
+            f"({len(differing)} key(s) differ; only {', '.join(_MAY_CHANGE)} may change):\n"
             + "\n".join(lines)
             + "\nRerun with the saved values, or give the new configuration its own run directory."
+        )
+    if saved.get("nan_guard", False) != cfg.nan_guard:  # the record of the switch is this line
+        now = (
+            "dropped, and batches with a NaN/inf loss skipped (charts/skipped_transitions, "
+            "charts/skipped_updates)"
+            if cfg.nan_guard
+            else "no longer dropped: the first one stops the run"
+        )
+        print(
+            f"Resuming {path} with nan_guard={str(cfg.nan_guard).lower()} (the run had "
+            f"{str(not cfg.nan_guard).lower()}): from {state['frames']:,} frames on, NaN/inf "
+            f"transitions are {now}."
         )
     added = added_keys(state["config"], cfg)
     if added:  # options this sac_tr has and the run's did not: said, not silently taken
@@ -369,7 +385,8 @@ class TrainingRun:
                 )
             self.counters.skipped_transitions += int(bad.sum())
             batch_in = batch_in[~bad]
-        self.buffer.extend(batch_in)
+        if batch_in.batch_size[0]:  # a batch nan_guard dropped whole adds nothing (TorchRL's buffer
+            self.buffer.extend(batch_in)  # checkpointer fails on a last write of no rows)
         finished = batch["next", "done"].squeeze(-1)
         if finished.any():
             returns = batch["next", "episode_reward"][finished]
@@ -574,8 +591,9 @@ class TrainingRun:
         last = self.checkpoint_path or "none written yet"
         raise NonFiniteError(
             f"Stopped at frame {self.counters.frames} (update {self.counters.updates}): {what}.\n"
-            f"{details}\nLast good checkpoint: {last}. Resume from it after fixing the cause, "
-            "or set nan_guard=true to skip such transitions and batches."
+            f"{details}\nLast good checkpoint: {last}. Resume from it (the same command with "
+            f"resume={last}) after fixing the cause, or add nan_guard=true to that command to drop "
+            "such transitions and skip such batches from there on."
         )
 
     def _collector_state(self) -> dict | None:

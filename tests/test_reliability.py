@@ -142,6 +142,32 @@ def test_nan_reward_stops_the_run_with_frame_key_and_a_good_checkpoint(tmp_path)
     assert all(torch.isfinite(v).all() for v in state["loss"].values())
 
 
+def test_a_run_stopped_on_a_nan_continues_with_nan_guard_from_its_checkpoint(tmp_path, capsys):
+    # What the stop's message says to do: the same command, resume=<checkpoint>, nan_guard=true.
+    env_id = _register("NaNRewardPendulum-v1", at_steps={150}, target="reward")
+    with pytest.raises(NonFiniteError) as err:
+        train(make_cfg("pendulum", f"env.id={env_id}", *FAULT), tmp_path)
+    checkpoint = find_checkpoint(tmp_path)
+    assert f"resume={checkpoint}) after fixing the cause, or add nan_guard=true" in str(err.value)
+    resumed = make_cfg("pendulum", f"env.id={env_id}", "nan_guard=true", f"resume={checkpoint}")
+    summary = train(
+        make_cfg("pendulum", f"env.id={env_id}", "nan_guard=true", f"resume={checkpoint}", *FAULT),
+        tmp_path,
+    )
+    assert resumed.nan_guard and summary.frames == 300 and not summary.already_finished
+    out = capsys.readouterr().out
+    assert "with nan_guard=true (the run had false): from 150 frames on" in out
+    state = load_checkpoint(summary.checkpoint)
+    # The injector of the rebuilt environment counts its steps from 0, so it fires again at its
+    # step 150, frame 300: dropped now. Frame 150's transition stopped the run before it was
+    # stored. One update per frame from frame 100, none at the stop: 50 + 150.
+    assert state["skipped_transitions"] == 1 and state["updates"] == 200
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(1_000_000))
+    buffer.loads(buffer_dir(summary.checkpoint))
+    assert len(buffer) == 298
+    assert torch.isfinite(buffer[:298]["next", "reward"]).all()
+
+
 def test_nan_guard_drops_bad_transitions_and_the_run_finishes(tmp_path):
     env_id = _register("NaNObsPendulum-v1", at_steps={120, 130}, target="both")
     summary = train(make_cfg("pendulum", f"env.id={env_id}", "nan_guard=true", *FAULT), tmp_path)
@@ -151,6 +177,15 @@ def test_nan_guard_drops_bad_transitions_and_the_run_finishes(tmp_path):
     # so the transitions of frames 120..200 are all dropped: 81 of them.
     assert state["skipped_transitions"] == 81
     assert all(torch.isfinite(v).all() for v in state["loss"].values())
+
+
+def test_nan_guard_dropping_the_last_transition_before_a_checkpoint_still_saves(tmp_path):
+    # Frame 300 is the last and a checkpoint frame: its transition is dropped, so the buffer's
+    # last write would be an empty one, which TorchRL's buffer checkpointer cannot save.
+    env_id = _register("NaNAtTheEndPendulum-v1", at_steps={300}, target="reward")
+    summary = train(make_cfg("pendulum", f"env.id={env_id}", "nan_guard=true", *FAULT), tmp_path)
+    state = load_checkpoint(summary.checkpoint)
+    assert summary.frames == 300 and state["skipped_transitions"] == 1
 
 
 @pytest.mark.parametrize(
