@@ -480,3 +480,184 @@ def test_the_action_bounds_are_placed_once_not_copied_on_every_call(fast):
     assert all(id(low) in ids and id(high) in ids for ids in used)
     torch.testing.assert_close(low, torch.full((ACT_DIM,), LOW))
     torch.testing.assert_close(high, torch.full((ACT_DIM,), HIGH))
+
+
+# ------------------------------------------------- changes the exact-type checks alone cannot see
+def _capped(self, x):  # a ReLU capped at 0.05: equal to ReLU on small inputs only
+    return torch.relu(x).clamp(max=0.05)
+
+
+def _patch_q_forward(q):
+    """The Q's MLP replaced on the instance by a clamped one (a patch that acts only on large
+    values, which a probe at initialisation scale would not see)."""
+    forward = q.module.forward
+    q.module.forward = lambda *x: forward(*x).clamp(-0.05, 0.05)
+
+
+def _patch_q_relu(q):
+    q.module[1].forward = lambda x: _capped(None, x)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (_patch_q_forward, "MLP.forward is replaced on the instance"),
+        (_patch_q_relu, "ReLU.forward is replaced on the instance"),
+    ],
+)
+def test_a_method_replaced_on_the_instance_keeps_the_reference_path(tamper, reason):
+    q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    tamper(q)
+    loss = build("v1", q=q)
+    assert accelerate(loss) == {**ALL_FAST, "Q": f"reference path ({reason})"}
+    assert_matches_the_modules(loss)  # the reference calls the patched module itself
+
+
+def test_a_library_class_patched_in_place_keeps_every_network_on_the_reference_path(monkeypatch):
+    monkeypatch.setattr(nn.ReLU, "forward", _capped)
+    loss = build("v1")
+    reason = "reference path (ReLU.forward is replaced (by test_accel._capped))"
+    assert accelerate(loss) == {"Q": reason, "V": reason, "actor": reason}
+    assert accelerate_policy(loss.actor_network)[1] == reason
+    assert_matches_the_modules(loss)
+
+
+def test_a_replaced_torch_function_keeps_the_reference_path(monkeypatch):
+    relu = torch.nn.functional.relu
+    monkeypatch.setattr(torch.nn.functional, "relu", lambda x, inplace=False: relu(x) + 1e-3)
+    loss = build("v1")
+    assert set(accelerate(loss).values()) == {
+        "reference path (torch.nn.functional.relu is replaced)"
+    }
+    assert_matches_the_modules(loss)
+
+
+class HalfQLoss(SACv1Loss):
+    """Every Q evaluation halved, through the loss's own vmap."""
+
+    def _make_vmap(self):
+        super()._make_vmap()
+        vmap = self._vmap_qvalue
+
+        def halved(td, params):
+            out = vmap(td, params)
+            return out.set("state_action_value", 0.5 * out.get("state_action_value"))
+
+        self._vmap_qvalue = halved
+
+
+class TargetQActorLoss(SACv2Loss):
+    """The actor (and value terms) against the target Q-networks."""
+
+    @property
+    def _detached_qvalue_params(self):
+        return self.target_qvalue_network_params.detach()
+
+
+def _loss_of(cls):
+    torch.manual_seed(0)
+    actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+    q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    if issubclass(cls, SACv1Loss):
+        return cls(actor, q, make_value(OBS_DIM, hidden_sizes=HIDDEN))
+    return cls(actor, q)
+
+
+def test_a_loss_that_changes_the_q_vmap_keeps_the_reference_path():
+    loss = _loss_of(HalfQLoss)
+    assert accelerate(loss)["Q"] == "reference path (HalfQLoss overrides _make_vmap)"
+    td = make_batch(batch=5)
+    params = loss.qvalue_network_params
+    torch.testing.assert_close(loss._q_values(td, None, params), 0.5 * q_members(loss, params, td))
+
+
+def test_a_loss_that_reads_other_q_parameters_for_the_actor_keeps_the_reference_path():
+    loss = _loss_of(TargetQActorLoss)
+    with torch.no_grad():  # the targets now differ from the online Q parameters
+        loss.target_qvalue_network_params.apply_(lambda p: p.mul_(1.5))
+    assert accelerate(loss)["Q"] == (
+        "reference path (TargetQActorLoss overrides _detached_qvalue_params)"
+    )
+    td, fresh = make_batch(batch=5), torch.rand(5, ACT_DIM)
+    _, q_fresh = loss._q_replayed_and_fresh(td, fresh)
+    target = loss.target_qvalue_network_params
+    torch.testing.assert_close(q_fresh, q_members(loss, target, td, fresh))
+
+
+@pytest.mark.parametrize(
+    ("replace", "reason"),
+    [
+        (
+            lambda loss: setattr(
+                loss, "_vmap_qvalue", lambda td, p: loss._stock_vmap_qvalue(td, p)
+            ),
+            "SACv1Loss._vmap_qvalue is not the one _make_vmap built",
+        ),
+        (
+            lambda loss: setattr(loss, "_q_values", lambda *a: SACv1Loss._q_values(loss, *a)),
+            "SACv1Loss._q_values is replaced on the instance",
+        ),
+    ],
+)
+def test_a_loss_method_replaced_on_the_instance_keeps_the_reference_path(replace, reason):
+    loss = build("v1")
+    replace(loss)
+    assert accelerate(loss)["Q"] == f"reference path ({reason})"
+
+
+def _sequential_value(*layers):
+    return ValueOperator(nn.Sequential(*layers), in_keys=["observation"])
+
+
+def test_a_module_placed_twice_is_read_as_the_forward_runs_it():
+    torch.manual_seed(0)
+    relu, tied = nn.ReLU(), nn.Linear(HIDDEN[0], HIDDEN[0])
+    shared = _sequential_value(
+        nn.Linear(OBS_DIM, HIDDEN[0]),
+        relu,
+        nn.Linear(HIDDEN[0], HIDDEN[0]),
+        relu,
+        nn.Linear(HIDDEN[0], 1),
+    )  # one ReLU at two places: stateless, the same function as two
+    loss = build("v1", value=shared)
+    assert accelerate(loss)["V"] == "accelerated"
+    assert_matches_the_modules(loss)
+    weights_tied = _sequential_value(
+        nn.Linear(OBS_DIM, HIDDEN[0]),
+        nn.ReLU(),
+        tied,
+        nn.ReLU(),
+        tied,
+        nn.ReLU(),
+        nn.Linear(HIDDEN[0], 1),
+    )
+    loss = build("v1", value=weights_tied)
+    assert accelerate(loss)["V"] == "reference path (the same Linear is at 2 and 4 (tied weights))"
+    assert_matches_the_modules(loss)
+
+
+def test_the_fast_policy_is_compared_in_the_mode_the_collector_acts_in(monkeypatch):
+    from sac_tr.accel.squashed_gaussian import SquashedGaussianPolicy
+
+    forward = SquashedGaussianPolicy.forward
+
+    def differs_in_eval_mode(self, td):
+        out = forward(self, td)
+        if not self.actor.training:
+            out.set("action", out.get("action") * 0.5)
+        return out
+
+    monkeypatch.setattr(SquashedGaussianPolicy, "forward", differs_in_eval_mode)
+    actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+    actor.train()
+    policy, path = accelerate_policy(actor)
+    assert policy is actor
+    assert path.startswith("reference path (probe: policy action (deterministic, eval mode)")
+    assert actor.training  # the probe put the actor back in its own mode
+
+
+def test_a_tensor_hook_on_a_q_parameter_is_refused_not_ignored():
+    q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    q.module[0].weight.register_hook(lambda grad: 2 * grad)
+    with pytest.raises(ValueError, match=r"'module\.0\.weight' has a tensor hook.*never fire"):
+        build("v1", q=q)

@@ -14,13 +14,14 @@ Modes: ``auto`` (accelerate what is proven, the rest runs through its own module
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 from torchrl.objectives import LossModule
 
-from sac_tr.accel.checks import UnsupportedNetworkError, check_readable
+from sac_tr.accel.checks import UnsupportedNetworkError, check_library_classes, check_readable
 from sac_tr.accel.critics import MLPQEnsemble, MLPValue
 from sac_tr.accel.mlp import Plan, module_plan
 from sac_tr.accel.probe import probe_policy, probe_q, probe_sampler, probe_value
@@ -67,10 +68,37 @@ def _widths(in_keys: list, total: int, known: dict) -> dict:
     return widths
 
 
-def _not_overridden(loss: LossModule, base: type, methods: tuple[str, ...]) -> None:
-    for name in methods:
-        if getattr(type(loss), name) is not getattr(base, name):
+# What each fast evaluator stands in for in the loss: the methods it replaces and those the replaced
+# code reads (the Q ensemble's vmap, the detached Q parameters of the actor and value terms). A
+# loss that changes any of them, in its class or on the instance, keeps that network's reference
+# path: the evaluator would compute the stock version and skip the change.
+_BYPASSED = {
+    "Q": (
+        "_q_values",
+        "_q_replayed_and_fresh",
+        "_make_vmap",
+        "_register_qvalue",
+        "_detached_qvalue_params",
+    ),
+    "V": ("_state_values",),
+    "actor": ("_sample_action", "_sample_current_and_next", "_register_actor"),
+}
+
+
+def _not_overridden(loss: LossModule, base: type, network: str) -> None:
+    """``UnsupportedNetworkError`` if ``loss`` changes what ``network``'s evaluator bypasses."""
+    for name in _BYPASSED[network]:
+        if inspect.getattr_static(type(loss), name) is not inspect.getattr_static(base, name):
             raise UnsupportedNetworkError(f"{type(loss).__name__} overrides {name}")
+        if name in vars(loss):
+            raise UnsupportedNetworkError(
+                f"{type(loss).__name__}.{name} is replaced on the instance"
+            )
+    check_library_classes([type(loss)])
+    if network == "Q" and loss._vmap_qvalue is not getattr(loss, "_stock_vmap_qvalue", None):
+        raise UnsupportedNetworkError(
+            f"{type(loss).__name__}._vmap_qvalue is not the one _make_vmap built"
+        )
 
 
 def _actor_plan(actor: TensorDictModuleBase) -> SquashedGaussianPlan:
@@ -91,7 +119,7 @@ def _actor_widths(actor: TensorDictModuleBase, plan: SquashedGaussianPlan) -> di
 
 
 def _fast_q(loss: SACLossBase) -> MLPQEnsemble:
-    _not_overridden(loss, SACLossBase, ("_q_values", "_q_replayed_and_fresh"))
+    _not_overridden(loss, SACLossBase, "Q")
     module = loss.qvalue_network
     check_readable(module)
     plan = module_plan(module)
@@ -105,7 +133,7 @@ def _fast_q(loss: SACLossBase) -> MLPQEnsemble:
 
 
 def _fast_value(loss: SACv1Loss) -> MLPValue:
-    _not_overridden(loss, SACv1Loss, ("_state_values",))
+    _not_overridden(loss, SACv1Loss, "V")
     module = loss.value_network
     check_readable(module)
     plan = module_plan(module)
@@ -117,7 +145,7 @@ def _fast_value(loss: SACv1Loss) -> MLPValue:
 
 def _fast_sampler(loss: SACLossBase) -> SquashedGaussianSampler:
     plan = _actor_plan(loss.actor_network)
-    _not_overridden(loss, SACLossBase, ("_sample_action", "_sample_current_and_next"))
+    _not_overridden(loss, SACLossBase, "actor")
     sampler = SquashedGaussianSampler(plan)
     probe_sampler(loss, sampler, _actor_widths(loss.actor_network, plan))
     return sampler

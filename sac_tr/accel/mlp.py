@@ -58,8 +58,16 @@ def sequential_plan(inner: nn.Module) -> Plan:
     if type(inner) is MLP and inner._reshape_out:
         raise UnsupportedNetworkError("MLP reshapes its output (out_features is not an int)")
     plan: Plan = []
-    for name, layer in inner.named_children():
+    seen: dict[int, str] = {}
+    # What the forward runs: every entry, a module placed twice included (named_children would
+    # list it once).
+    for name, layer in inner._modules.items():
         if type(layer) is nn.Linear:
+            if id(layer) in seen:  # one Linear at two places: the weights are tied
+                raise UnsupportedNetworkError(
+                    f"the same Linear is at {seen[id(layer)]} and {name} (tied weights)"
+                )
+            seen[id(layer)] = name
             if layer.bias is None:
                 raise UnsupportedNetworkError("Linear without bias not supported")
             plan.append((name, None))

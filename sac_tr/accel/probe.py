@@ -1,10 +1,12 @@
 """The construction-time proof that a fast evaluator computes what the module computes.
 
 On a random batch (drawn from a private generator: the run's random numbers are untouched) the
-network's own module and the fast evaluator are run under the same seed; their outputs, and the
-gradients of a random linear functional of the outputs with respect to the parameters (and the
-fresh action, for Q), must agree within float tolerance. Any disagreement raises ``UnsupportedNetworkError``
-naming what differed, and the network stays on the reference path.
+network's own module, the loss's own reference code for it (``_q_values``, ``_state_values``,
+``_sample_action``, ...: what the evaluator replaces) and the fast evaluator are run under the same
+seed, in train mode and in eval mode; their outputs, and the gradients of a random linear
+functional of the outputs with respect to the parameters (and the fresh action, for Q), must agree
+within float tolerance. Any disagreement raises ``UnsupportedNetworkError`` naming what differed
+and in which mode, and the network stays on the reference path.
 """
 
 from __future__ import annotations
@@ -42,6 +44,24 @@ def _seeded(device: torch.device) -> Iterator[None]:
         for index in devices:
             torch.cuda.default_generators[index].manual_seed(_SEED)
         yield
+
+
+@contextlib.contextmanager
+def _modes(module: torch.nn.Module) -> Iterator[Iterator[str]]:
+    """Yield an iterator that puts ``module`` in train mode, then in eval mode (``"train"``,
+    ``"eval"``); every submodule's own mode is restored afterwards."""
+    before = [(m, m.training) for m in module.modules()]
+
+    def each() -> Iterator[str]:
+        for training in (True, False):
+            module.train(training)
+            yield "train" if training else "eval"
+
+    try:
+        yield each()
+    finally:
+        for m, training in before:
+            m.training = training
 
 
 def probe_batch(widths: dict, like: torch.Tensor) -> TensorDict:
@@ -128,20 +148,47 @@ def probe_q(loss, evaluator, widths: dict) -> None:
         return torch.stack(out)
 
     inputs = [*_leaves(params), fresh]
-    _agree(
-        "Q values",
-        lambda: [members(None, params)],
-        lambda: [evaluator.values(td, None, params)],
-        inputs,
-        first.device,
-    )
-    _agree(
-        "Q on replayed and fresh actions",
-        lambda: [members(None, params), members(fresh, params.detach())],
-        lambda: evaluator.replayed_and_fresh(td, fresh, params),
-        inputs,
-        first.device,
-    )
+
+    def values() -> Outputs:
+        return [evaluator.values(td, None, params)]
+
+    def pair() -> Outputs:
+        return evaluator.replayed_and_fresh(td, fresh, params)
+
+    checks = [
+        ("Q values", lambda: [members(None, params)], values),
+        ("Q values through the loss", lambda: [loss._q_values(td, None, params)], values),
+        (
+            "Q on replayed and fresh actions",
+            lambda: [members(None, params), members(fresh, params.detach())],
+            pair,
+        ),
+        (
+            "Q on replayed and fresh actions through the loss",
+            lambda: list(loss._q_replayed_and_fresh(td, fresh)),
+            pair,
+        ),
+    ]
+    with _reference_path(loss, "q_evaluator"), _modes(module) as modes:
+        for mode in modes:
+            _agree_all(checks, mode, inputs, first.device)
+
+
+def _agree_all(checks: list, mode: str, inputs: Sequence[torch.Tensor], device) -> None:
+    """``_agree`` on each ``(what, reference, fast)`` of ``checks``, named with ``mode``."""
+    for what, reference, fast in checks:
+        _agree(f"{what} ({mode} mode)", reference, fast, inputs, device)
+
+
+@contextlib.contextmanager
+def _reference_path(loss, attr: str) -> Iterator[None]:
+    """``loss`` with its evaluator ``attr`` unset: its own methods run the reference path."""
+    saved = getattr(loss, attr)
+    setattr(loss, attr, None)
+    try:
+        yield
+    finally:
+        setattr(loss, attr, saved)
 
 
 def probe_value(loss, evaluator, widths: dict) -> None:
@@ -156,13 +203,16 @@ def probe_value(loss, evaluator, widths: dict) -> None:
                 module(td.select(*module.in_keys).copy()).get(loss.tensor_keys.value).squeeze(-1)
             ]
 
-    _agree(
-        "V values",
-        reference,
-        lambda: [evaluator.values(td, params)],
-        _leaves(params),
-        first.device,
-    )
+    def values() -> Outputs:
+        return [evaluator.values(td, params)]
+
+    checks = [
+        ("V values", reference, values),
+        ("V values through the loss", lambda: [loss._state_values(td, params)], values),
+    ]
+    with _reference_path(loss, "value_evaluator"), _modes(module) as modes:
+        for mode in modes:
+            _agree_all(checks, mode, _leaves(params), first.device)
 
 
 def probe_sampler(loss, sampler, widths: dict) -> None:
@@ -185,33 +235,43 @@ def probe_sampler(loss, sampler, widths: dict) -> None:
             return [action, log_prob, *reference_sample(td.get("next"))]
 
     leaves, device = _leaves(params), first.device
-    _agree(
-        "actor sample",
-        lambda: reference_sample(td),
-        lambda: sampler.sample(td, params),
-        leaves,
-        device,
-    )
-    _agree(
-        "actor sample on (s, s')",
-        reference_pair,
-        lambda: sampler.sample_pair(td, td.get("next"), params),
-        leaves,
-        device,
-    )
-    with _seeded(device):
-        action, log_prob = sampler.sample(td, params)
-    with params.to_module(actor):
-        given = dist(td).log_prob(action.detach())
-    # Only where tanh is well away from +-1: there inverting the action is exact enough to score
-    # it (TanhNormal.log_prob inverts it; the sampler scores its pre-tanh value directly).
-    low, high = sampler.plan.bounds(action)
-    interior = ((2 * action - high - low) / (high - low)).abs().amax(-1) < 0.99
-    if not interior.any():
-        raise UnsupportedNetworkError(
-            "probe: every sampled action saturates; cannot score the log-density"
-        )
-    _compare("log-density of a given action", [given[interior]], [log_prob[interior]])
+
+    def sample() -> Outputs:
+        return sampler.sample(td, params)
+
+    def pair() -> Outputs:
+        return sampler.sample_pair(td, td.get("next"), params)
+
+    checks = [
+        ("actor sample", lambda: reference_sample(td), sample),
+        ("actor sample through the loss", lambda: loss._sample_action(td), sample),
+        ("actor sample on (s, s')", reference_pair, pair),
+        (
+            "actor sample on (s, s') through the loss",
+            lambda: loss._sample_current_and_next(td),
+            pair,
+        ),
+    ]
+    with _reference_path(loss, "actor_sampler"), _modes(actor) as modes:
+        for mode in modes:
+            _agree_all(checks, mode, leaves, device)
+            with _seeded(device):
+                action, log_prob = sampler.sample(td, params)
+            with params.to_module(actor):
+                given = dist(td).log_prob(action.detach())
+            # Only where tanh is well away from +-1: there inverting the action is exact enough to
+            # score it (TanhNormal.log_prob inverts it; the sampler scores its pre-tanh value).
+            low, high = sampler.plan.bounds(action)
+            interior = ((2 * action - high - low) / (high - low)).abs().amax(-1) < 0.99
+            if not interior.any():
+                raise UnsupportedNetworkError(
+                    "probe: every sampled action saturates; cannot score the log-density"
+                )
+            _compare(
+                f"log-density of a given action ({mode} mode)",
+                [given[interior]],
+                [log_prob[interior]],
+            )
 
 
 def probe_policy(actor: TensorDictModuleBase, policy: TensorDictModuleBase, widths: dict) -> None:
@@ -220,9 +280,11 @@ def probe_policy(actor: TensorDictModuleBase, policy: TensorDictModuleBase, widt
     first = next(actor.parameters())
     td = probe_batch(widths, first)
     key = policy.out_keys[0]
-    for kind in (ExplorationType.DETERMINISTIC, ExplorationType.RANDOM):
-        outs = []
-        for module in (actor, policy):
-            with torch.no_grad(), set_exploration_type(kind), _seeded(first.device):
-                outs.append(module(td.select(*actor.in_keys).copy()).get(key))
-        _compare(f"policy action ({kind.name.lower()})", [outs[0]], [outs[1]])
+    with _modes(actor) as modes:  # the collector acts in eval mode (or train, if asked)
+        for mode in modes:
+            for kind in (ExplorationType.DETERMINISTIC, ExplorationType.RANDOM):
+                outs = []
+                for module in (actor, policy):
+                    with torch.no_grad(), set_exploration_type(kind), _seeded(first.device):
+                        outs.append(module(td.select(*actor.in_keys).copy()).get(key))
+                _compare(f"policy action ({kind.name.lower()}, {mode} mode)", [outs[0]], [outs[1]])

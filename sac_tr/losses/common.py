@@ -80,12 +80,35 @@ def _independent_copies(module: TensorDictModule, n: int) -> list[TensorDictModu
     """``n`` copies of ``module``, each re-initialised, so the Q-functions start independent."""
     copies = [module]
     for _ in range(n - 1):
-        clone = copy.deepcopy(module)
+        try:
+            clone = copy.deepcopy(module)
+        except RuntimeError as err:  # e.g. torch.nn.utils.weight_norm's computed weight
+            raise ValueError(
+                f"The Q network cannot be copied for the ensemble of {n} Q-functions: {err}. "
+                "A weight computed in a forward pre-hook (the old torch.nn.utils.weight_norm or "
+                "spectral_norm) cannot be deep-copied; use torch.nn.utils.parametrizations."
+                "weight_norm, or give the loss a list of the Q modules."
+            ) from err
         for sub in clone.modules():
             if sub is not clone and hasattr(sub, "reset_parameters"):
                 sub.reset_parameters()
         copies.append(clone)
     return copies
+
+
+def _refuse_tensor_hooks(q_modules: list[TensorDictModule]) -> None:
+    """The loss trains stacked copies of the Q parameters (``qvalue_network_params``, one row per
+    Q-function), so a hook on a Q module's own parameter would never fire: refused, not ignored."""
+    for module in q_modules:
+        for name, param in module.named_parameters():
+            if param._backward_hooks or getattr(param, "_post_accumulate_grad_hooks", None):
+                raise ValueError(
+                    f"The Q network's parameter {name!r} has a tensor hook (register_hook or "
+                    "register_post_accumulate_grad_hook). The loss trains stacked copies of the "
+                    "Q parameters, one per Q-function, so that hook would never fire. Register it "
+                    "on the copy instead, after building the loss: "
+                    f"loss.qvalue_network_params[{tuple(name.split('.'))!r}]."
+                )
 
 
 class SACLossBase(LossModule):
@@ -165,6 +188,7 @@ class SACLossBase(LossModule):
             q_modules = list(qvalue_network)
         else:
             q_modules = _independent_copies(qvalue_network, n)
+        _refuse_tensor_hooks(q_modules)
         self.convert_to_functional(
             q_modules, "qvalue_network", n, create_target_params=create_target
         )
@@ -175,6 +199,8 @@ class SACLossBase(LossModule):
         self._vmap_qvalue = _vmap_func(
             self.qvalue_network, (None, 0), randomness=self.vmap_randomness
         )
+        # The Q evaluator stands in for this vmap only (sac_tr.accel): one assigned later is not.
+        self._stock_vmap_qvalue = self._vmap_qvalue
 
     @property
     def _device(self) -> torch.device:
