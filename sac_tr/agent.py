@@ -26,7 +26,14 @@ from sac_tr.faults import NonFiniteError, batch_statistics, first_nonfinite_loss
 from sac_tr.modes import ModeSwitch, loss_networks
 from sac_tr.targets import BatchedSoftUpdate, make_target_updater
 
-__all__ = ["SACAgent", "defers_fault_checks", "make_agent", "make_optimizer", "update"]
+__all__ = [
+    "SACAgent",
+    "check_dtypes",
+    "defers_fault_checks",
+    "make_agent",
+    "make_optimizer",
+    "update",
+]
 
 CUDAGRAPH_WARMUP = 5  # eager (then compiled) calls of an update before CUDA graph capture
 
@@ -135,6 +142,21 @@ class SACAgent:
         return counts[-1], named
 
 
+def check_dtypes(loss: torch.nn.Module, observation_dtype: torch.dtype) -> None:
+    """Raise ``ValueError`` before training when a network's parameters are not in the
+    observations' dtype: the losses give the networks the observations as they come, and the
+    first update would stop on a bare dtype mismatch (on either path)."""
+    for name, param in loss.named_parameters():
+        if param.is_floating_point() and param.dtype != observation_dtype:
+            raise ValueError(
+                f"The loss's parameter {name!r} is {param.dtype}, but the environment's "
+                f"observations are {observation_dtype}. Build every network in "
+                f"{observation_dtype} (leave out .double() / .to(dtype)), or cast the "
+                "observations to the networks' dtype with a TorchRL transform "
+                "(DTypeCastTransform) in your environment."
+            )
+
+
 def make_agent(
     env: EnvBase, cfg: DictConfig, device: torch.device | str, accelerate_mode: str | None = None
 ) -> SACAgent:
@@ -155,6 +177,7 @@ def make_agent(
     notes: list[str] = []
     actor = make_actor_from_config(cfg, action_spec, obs_dim, notes)
     loss = make_loss_from_config(cfg, actor, action_spec, obs_dim, notes).to(device)
+    check_dtypes(loss, env.observation_spec["observation"].dtype)
     actor = actor.to(device)
     paths = accelerate(loss, mode)  # after .to(device): the probe runs where the loss will
     policy, paths["policy"] = accelerate_policy(

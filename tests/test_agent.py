@@ -131,3 +131,19 @@ def test_cuda_graphs_move_everything_as_eager(compile):
             torch.manual_seed(step)
             update(agent, batch.clone(), step=step)
     _assert_moved_alike(start, _learning_state(graphed), _learning_state(eager))
+
+
+def make_double_q(observation_dim, action_dim, *, hidden_sizes, activation):
+    """A critic builder (``critic.target=test_agent.make_double_q``): make_qvalue's, in float64."""
+    from sac_tr import make_qvalue
+
+    q = make_qvalue(observation_dim, action_dim, hidden_sizes=hidden_sizes, activation=activation)
+    return q.double()
+
+
+def test_a_network_in_another_dtype_than_the_observations_is_refused_before_training():
+    env = make_env("Pendulum-v1")
+    with pytest.raises(
+        ValueError, match=r"'qvalue_network_params.*' is torch.float64, but .*float32"
+    ):
+        make_agent(env, _cfg("critic.target=test_agent.make_double_q"), torch.device("cpu"))
