@@ -143,6 +143,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
             if in_place:
                 _keep_run_record(run_dir, resumed[0])
             return finished_summary(resumed[0], run_dir, path)
+        say_nan_guard_switch(resumed[0], cfg, path)  # a run that goes on, after every check
         for moved in set_aside_newer(path):  # resume=PATH to an older checkpoint
             print(f"Resuming from {path.name}: the newer {moved.name} moved to {moved.parent}/.")
     first_update = max(cfg.env.init_random_frames, cfg.batch_size)  # see TrainingRun.learn
@@ -180,11 +181,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
 
 def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
     """Refuse to continue a run under another configuration: only ``RESUMABLE_KEYS`` may change
-    (``total_frames``, how the process runs, and ``nan_guard``, said when it changes), anything
+    (``total_frames``, how the process runs, and ``nan_guard``: ``say_nan_guard_switch``), anything
     else would splice two experiments into one curve."""
     differing = config_differences(state["config"], cfg)
-    saved = OmegaConf.create(state["config"])
     if differing:
+        saved = OmegaConf.create(state["config"])
         lines = [
             f"  {key}: saved {OmegaConf.select(saved, key)!r}, now {OmegaConf.select(cfg, key)!r}"
             for key in differing[:20]
@@ -195,7 +196,15 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
             + "\n".join(lines)
             + "\nRerun with the saved values, or give the new configuration its own run directory."
         )
-    if saved.get("nan_guard", False) != cfg.nan_guard:  # the record of the switch is this line
+    added = added_keys(state["config"], cfg)
+    if added:  # options this sac_tr has and the run's did not: said, not silently taken
+        print(f"Resuming {path}: keys new since it was written, at today's values: {added}")
+
+
+def say_nan_guard_switch(state: dict, cfg: DictConfig, path: Path) -> None:
+    """Print that a resume turns ``nan_guard`` on or off (the record of the switch is this line)."""
+    saved = OmegaConf.create(state["config"])
+    if saved.get("nan_guard", False) != cfg.nan_guard:
         now = (
             "dropped, and batches with a NaN/inf loss skipped (charts/skipped_transitions, "
             "charts/skipped_updates)"
@@ -207,9 +216,6 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
             f"{str(not cfg.nan_guard).lower()}): from {state['frames']:,} frames on, NaN/inf "
             f"transitions are {now}."
         )
-    added = added_keys(state["config"], cfg)
-    if added:  # options this sac_tr has and the run's did not: said, not silently taken
-        print(f"Resuming {path}: keys new since it was written, at today's values: {added}")
 
 
 def say_trimmed(path: Path, frames: int, done: Trimmed) -> None:
@@ -588,12 +594,24 @@ class TrainingRun:
         ``NonFiniteError`` naming the fault, the frame, the details and the checkpoint."""
         if save:
             self.save()
-        last = self.checkpoint_path or "none written yet"
+        last = self.checkpoint_path
+        if last is None:
+            advice = "No checkpoint was written yet: fix the cause and start again"
+        else:
+            advice = (
+                f"Last good checkpoint: {last}. Resume from it (the same command with "
+                f"resume={last}) after fixing the cause"
+            )
+        if save:  # a NaN/inf in the data or a loss: nan_guard drops or skips exactly those
+            advice += (
+                ", or add nan_guard=true to that command to drop such transitions and skip such "
+                "batches from there on"
+            )
+        else:  # parameters that went non-finite from finite losses: nan_guard would not help
+            advice += " (lower the learning rates or the reward scale)"
         raise NonFiniteError(
             f"Stopped at frame {self.counters.frames} (update {self.counters.updates}): {what}.\n"
-            f"{details}\nLast good checkpoint: {last}. Resume from it (the same command with "
-            f"resume={last}) after fixing the cause, or add nan_guard=true to that command to drop "
-            "such transitions and skip such batches from there on."
+            f"{details}\n{advice}."
         )
 
     def _collector_state(self) -> dict | None:

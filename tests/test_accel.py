@@ -526,9 +526,8 @@ def test_a_replaced_torch_function_keeps_the_reference_path(monkeypatch):
     relu = torch.nn.functional.relu
     monkeypatch.setattr(torch.nn.functional, "relu", lambda x, inplace=False: relu(x) + 1e-3)
     loss = build("v1")
-    assert set(accelerate(loss).values()) == {
-        "reference path (torch.nn.functional.relu is replaced)"
-    }
+    (path,) = set(accelerate(loss).values())
+    assert path.startswith("reference path (torch.nn.functional.relu is replaced (by test_accel.")
     assert_matches_the_modules(loss)
 
 
@@ -591,7 +590,7 @@ def test_a_loss_that_reads_other_q_parameters_for_the_actor_keeps_the_reference_
             lambda loss: setattr(
                 loss, "_vmap_qvalue", lambda td, p: loss._stock_vmap_qvalue(td, p)
             ),
-            "SACv1Loss._vmap_qvalue is not the one _make_vmap built",
+            "SACv1Loss._vmap_qvalue is not the one _make_vmap built (it was assigned afterwards)",
         ),
         (
             lambda loss: setattr(loss, "_q_values", lambda *a: SACv1Loss._q_values(loss, *a)),
@@ -632,7 +631,9 @@ def test_a_module_placed_twice_is_read_as_the_forward_runs_it():
         nn.Linear(HIDDEN[0], 1),
     )
     loss = build("v1", value=weights_tied)
-    assert accelerate(loss)["V"] == "reference path (the same Linear is at 2 and 4 (tied weights))"
+    assert accelerate(loss)["V"] == (
+        "reference path (the same Linear is at positions 2 and 4 of the Sequential (tied weights))"
+    )
     assert_matches_the_modules(loss)
 
 
@@ -660,4 +661,153 @@ def test_a_tensor_hook_on_a_q_parameter_is_refused_not_ignored():
     q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
     q.module[0].weight.register_hook(lambda grad: 2 * grad)
     with pytest.raises(ValueError, match=r"'module\.0\.weight' has a tensor hook.*never fire"):
+        build("v1", q=q)
+
+
+def _wrapped_clip(forward):
+    import functools
+
+    @functools.wraps(forward)  # copies __module__ and __qualname__: looks like torch's own
+    def clipped(self, x):
+        return forward(self, x).clamp(-0.05, 0.05)
+
+    return clipped
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "replacement", "reason"),
+    [
+        (
+            nn.ReLU,
+            "forward",
+            nn.ReLU6.forward,
+            "ReLU.forward is replaced (by torch.nn.modules.activation.Hardtanh.forward)",
+        ),
+        (nn.Linear, "forward", _wrapped_clip(nn.Linear.forward), "Linear.forward is replaced"),
+        (MLP, "forward", _wrapped_clip(MLP.forward), "MLP.forward is replaced"),
+    ],
+)
+def test_a_class_patched_with_a_library_looking_function_is_seen(
+    monkeypatch, cls, name, replacement, reason
+):
+    monkeypatch.setattr(cls, name, replacement)
+    loss = build("v1")
+    assert all(path.startswith(f"reference path ({reason}") for path in accelerate(loss).values())
+
+
+def test_a_patched_distribution_keeps_the_actor_and_the_policy_on_the_reference_path(monkeypatch):
+    from torchrl.modules import TanhNormal
+
+    init = TanhNormal.__init__
+
+    def clamped_loc(self, loc, scale, *args, **kwargs):
+        init(self, loc.clamp(-0.01, 0.01), scale, *args, **kwargs)
+
+    monkeypatch.setattr(TanhNormal, "__init__", clamped_loc)
+    loss = build("v2")
+    reason = "reference path (TanhNormal.__init__ is replaced (by test_accel."
+    assert accelerate(loss)["actor"].startswith(reason)
+    assert accelerate_policy(loss.actor_network)[1].startswith(reason)
+    assert accelerate(loss)["Q"] == "accelerated"
+
+
+def test_a_compiled_module_and_an_active_function_mode_keep_the_reference_path():
+    q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    q.module[1]._compiled_call_impl = lambda x: torch.relu(x).clamp(
+        max=0.05
+    )  # what .compile() sets
+    loss = build("v1", q=q)
+    assert accelerate(loss)["Q"] == "reference path (ReLU is compiled (module.compile()))"
+    assert_matches_the_modules(loss)
+    with _Recorder():
+        paths = accelerate(build("v1"))
+    assert set(paths.values()) == {
+        "reference path (a TorchFunctionMode is active (it may change any call))"
+    }
+
+
+@pytest.mark.parametrize("network", ["V", "actor"])
+def test_a_method_replaced_on_the_instance_of_v_or_the_actor_is_seen(network):
+    value, actor = make_value(OBS_DIM, hidden_sizes=HIDDEN), None
+    if network == "V":
+        forward = value.module.forward
+        value.module.forward = lambda *x: forward(*x).clamp(-0.05, 0.05)
+    else:
+        actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+        trunk = actor.module[0].module[0]
+        forward = trunk.forward
+        trunk.forward = lambda *x: forward(*x).clamp(-0.05, 0.05)
+    loss = build("v1", actor=actor, value=value)
+    assert accelerate(loss)[network] == "reference path (MLP.forward is replaced on the instance)"
+    if actor is not None:
+        assert accelerate_policy(actor)[1] == (
+            "reference path (MLP.forward is replaced on the instance)"
+        )
+    assert_matches_the_modules(loss)
+
+
+def test_a_loss_that_registers_its_actor_its_own_way_keeps_the_actor_on_the_reference_path():
+    class MyActorLoss(SACv1Loss):
+        def _register_actor(self, actor_network):
+            super()._register_actor(actor_network)
+
+    loss = _loss_of(MyActorLoss)
+    assert accelerate(loss)["actor"] == "reference path (MyActorLoss overrides _register_actor)"
+
+
+def test_the_probe_compares_with_the_loss_own_code_when_nothing_else_tells(monkeypatch):
+    """Behind the structural checks, the probe alone: with the bypass list emptied, HalfQLoss's
+    halved Q is still refused, by comparison with the loss's own _q_values."""
+    from sac_tr.accel import install
+
+    monkeypatch.setattr(install, "_BYPASSED", {"Q": (), "V": (), "actor": ()})
+    loss = _loss_of(HalfQLoss)
+    loss._stock_vmap_qvalue = loss._vmap_qvalue  # as if _make_vmap had built it
+    assert accelerate(loss)["Q"].startswith(
+        "reference path (probe: Q values through the loss (train mode) [0] differs from the "
+        "loss's own by"
+    )
+
+
+def test_the_probe_puts_every_module_back_in_its_own_mode():
+    actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+    actor.train()
+    actor.module[0].module[0][1].eval()  # one ReLU of the trunk in eval mode
+    before = [m.training for m in actor.modules()]
+    accelerate_policy(actor)
+    loss = build("v2", actor=actor)
+    accelerate(loss)
+    assert [m.training for m in actor.modules()] == before
+
+
+def test_a_q_list_of_other_architectures_is_refused():
+    q0 = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    q1 = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN, activation=nn.Tanh)
+    actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+    with pytest.raises(ValueError, match="Q module 1 of the list differs from Q module 0"):
+        SACv2Loss(actor, [q0, q1])
+
+
+def test_copies_of_a_weight_normed_q_start_independent():
+    """reset_parameters on a parametrized Linear writes into its computed weight, not into the
+    stored originals: the copies must be re-initialised through the parametrization."""
+    torch.manual_seed(0)
+    q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    nn.utils.parametrizations.weight_norm(q.module[0])
+    loss = build("v2", q=q)
+    stacked = loss.qvalue_network_params["module", "0", "parametrizations", "weight"]
+    for original in ("original0", "original1"):
+        assert not torch.equal(stacked[original][0], stacked[original][1])
+    # the copy's weight is a fresh nn.Linear draw: |w| <= 1/sqrt(fan_in) (kaiming_uniform, a=sqrt 5)
+    weights = [q.module[0].weight]
+    with loss.qvalue_network_params[1].to_module(loss.qvalue_network):
+        weights.append(loss.qvalue_network.module[0].weight.detach().clone())
+    assert not torch.equal(weights[0].detach(), weights[1])
+    assert float(weights[1].abs().max()) <= (OBS_DIM + ACT_DIM) ** -0.5
+
+
+def test_a_post_accumulate_grad_hook_on_a_q_parameter_is_refused():
+    q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    q.module[2].bias.register_post_accumulate_grad_hook(lambda p: None)
+    with pytest.raises(ValueError, match=r"'module\.2\.bias' has a tensor hook"):
         build("v1", q=q)

@@ -3,10 +3,12 @@
 A fast evaluator re-implements a module's forward from its parameters, so it may only stand in for
 modules whose forward it knows exactly: the exact classes listed by each evaluator (no
 subclasses, whose ``forward`` may do anything), as their library defines them (no method
-replaced on the instance, ``module.forward = ...``, or on the class, ``nn.ReLU.forward = ...``,
-and the functions their forwards call, ``F.linear``, ``F.relu``, ..., not replaced), no forward or
-backward hooks anywhere (they may change inputs or outputs), no parametrizations (the stored
-parameter is not the one used) and no uninitialised lazy parameters. Each refusal is an
+replaced on the instance, ``module.forward = ...``, or compiled there; the classes it reproduces,
+distributions and losses included, with every method as it was when sac_tr.accel was imported,
+``nn.ReLU.forward = ...`` being a difference; the functions their forwards call, ``F.linear``,
+``F.relu``, ..., not replaced; no ``TorchFunctionMode`` active), no forward or backward hooks
+anywhere (they may change inputs or outputs), no parametrizations (the stored parameter is not
+the one used) and no uninitialised lazy parameters. Each refusal is an
 ``UnsupportedNetworkError`` whose message is the reason the run prints ("MyQ overrides forward",
 "LayerNorm not supported", "MLP.forward is replaced on the instance").
 """
@@ -42,6 +44,9 @@ _FUNCTIONS = {
     (F, "elu"): F.elu,
     (torch, "tanh"): torch.tanh,
     (torch, "relu"): torch.relu,
+    (torch, "relu_"): torch.relu_,  # F.relu(inplace=True)
+    (torch._C._nn, "elu"): torch._C._nn.elu,  # what F.elu calls
+    (torch._C._nn, "elu_"): torch._C._nn.elu_,
 }
 
 
@@ -89,38 +94,94 @@ def _function(attr: object) -> object:
     return attr
 
 
-def check_library_classes(classes: Iterable[type]) -> None:
+def _methods(klass: type) -> dict[str, object]:
+    """A class's own methods and descriptors (what a patch would replace), by name."""
+    return {name: a for name, a in vars(klass).items() if callable(a) or hasattr(a, "__get__")}
+
+
+def _known_classes() -> list[type]:
+    """Every class whose code a fast evaluator reproduces, and the losses whose methods they
+    stand in for (with their bases)."""
+    from tensordict.nn import NormalParamExtractor, TensorDictModule
+    from torch import distributions as D
+    from torchrl.modules import MLP, ProbabilisticActor, SafeProbabilisticModule, ValueOperator
+    from torchrl.modules.distributions import continuous
+
+    from sac_tr.losses.sac_v1 import SACv1Loss
+    from sac_tr.losses.sac_v2 import SACv2Loss
+    from sac_tr.modules import ClampedLogStdNormalParams
+
+    known = [
+        *(nn.Linear, nn.ReLU, nn.Tanh, nn.ELU, nn.Sequential, MLP, ValueOperator, TensorDictModule),
+        *(ProbabilisticActor, SafeProbabilisticModule, NormalParamExtractor),
+        *(ClampedLogStdNormalParams, continuous.TanhNormal, continuous.SafeTanhTransform),
+        *(continuous._PatchedComposeTransform, continuous._PatchedAffineTransform),
+        *(D.Normal, D.Independent, SACv1Loss, SACv2Loss),
+    ]
+    return [klass for cls in known for klass in cls.__mro__ if klass is not object]
+
+
+# Those classes' methods as they were when sac_tr.accel was first imported: a patch made later, by
+# any function (a library's own, ``nn.ReLU.forward = nn.ReLU6.forward``, or a callable object), is
+# a difference by identity; one made earlier, by a function defined outside the libraries.
+_SNAPSHOT: dict[type, dict[str, object]] = {klass: _methods(klass) for klass in _known_classes()}
+
+
+def _instrumentation(fn: object) -> bool:
+    """torch's own wrapping of a method (``torch.compile`` patches ``nn.Module.__init__`` and
+    ``__setstate__`` to tag modules it has seen): the same computation, not a user's patch."""
+    return (getattr(fn, "__module__", None) or "").startswith("torch._dynamo.")
+
+
+def _replaced(klass: type, name: str, now: object) -> str:
+    fn = _function(now)
+    by = f" (by {fn.__module__}.{fn.__qualname__})" if hasattr(fn, "__qualname__") else ""
+    return f"{klass.__name__}.{name} is replaced{by}"
+
+
+def check_library_classes(classes: Iterable[type], names: Iterable[str] | None = None) -> None:
     """Raise ``UnsupportedNetworkError`` if a method of a library class among ``classes`` (and
-    their bases) was replaced from outside the libraries: a class patched in place still passes
-    ``check_exact_type``, but no longer computes what the evaluators compute."""
+    their bases; only ``names`` when given) was replaced: a class patched in place still passes
+    ``check_exact_type``, but no longer computes what the evaluators compute. A user's own class
+    is left to ``check_exact_type``."""
+    wanted = None if names is None else set(names)
     for cls in classes:
         for klass in cls.__mro__:
             if klass is object or not _library(klass):
-                continue  # a user's class: check_exact_type names it
-            for name, attr in vars(klass).items():
-                fn = _function(attr)
+                continue
+            now, was = _methods(klass), _SNAPSHOT.get(klass, {})
+            for name in (now.keys() | was.keys()) if wanted is None else wanted:
+                if name not in now and name not in was:
+                    continue
+                fn = _function(now.get(name))
+                if _instrumentation(fn):
+                    continue
+                if klass in _SNAPSHOT and now.get(name) is not was.get(name):
+                    raise UnsupportedNetworkError(_replaced(klass, name, now.get(name)))
                 if isinstance(fn, types.FunctionType) and not _library(fn):
-                    raise UnsupportedNetworkError(
-                        f"{klass.__name__}.{name} is replaced (by {fn.__module__}.{fn.__qualname__})"
-                    )
+                    raise UnsupportedNetworkError(_replaced(klass, name, now[name]))
 
 
 def _check_functions() -> None:
     for (owner, name), original in _FUNCTIONS.items():
         now = getattr(owner, name)
         if now is not original or not _library(now):
-            raise UnsupportedNetworkError(f"{owner.__name__}.{name} is replaced")
+            raise UnsupportedNetworkError(_replaced(owner, name, now))
 
 
 def _check_instance(sub: nn.Module) -> None:
-    """A method of the class shadowed on the instance (``sub.forward = ...``)."""
+    """A method of the class shadowed on the instance (``sub.forward = ...``), or a compiled call
+    (``sub.compile()``: ``__call__`` runs it instead of ``forward``)."""
+    if vars(sub).get("_compiled_call_impl") is not None:
+        raise UnsupportedNetworkError(f"{type(sub).__name__} is compiled (module.compile())")
     for name, value in vars(sub).items():
         attr = inspect.getattr_static(type(sub), name, None)
-        if callable(value) and isinstance(_function(attr), types.FunctionType):
-            if not isinstance(attr, property):
-                raise UnsupportedNetworkError(
-                    f"{type(sub).__name__}.{name} is replaced on the instance"
-                )
+        if isinstance(attr, property) or not callable(value):
+            continue
+        if isinstance(_function(attr), types.FunctionType):
+            raise UnsupportedNetworkError(
+                f"{type(sub).__name__}.{name} is replaced on the instance"
+            )
 
 
 def check_readable(module: nn.Module) -> None:
@@ -131,6 +192,8 @@ def check_readable(module: nn.Module) -> None:
         raise UnsupportedNetworkError(
             "a global module hook is registered (torch.nn.modules.module)"
         )
+    if torch._C._len_torch_function_stack():
+        raise UnsupportedNetworkError("a TorchFunctionMode is active (it may change any call)")
     _check_functions()
     check_library_classes(dict.fromkeys(type(sub) for sub in module.modules()))
     for sub in module.modules():

@@ -2,10 +2,14 @@
 
 ``accelerate(loss, mode)`` looks at each network of an sac_tr loss (the Q ensemble, the value
 network of SAC-v1, the actor's sampler) and sets the loss's ``q_evaluator``, ``value_evaluator`` or
-``actor_sampler`` only when (a) ``checks`` and the network's plan accept every type, hook and
-parametrization in it, and (b) ``probe`` finds the fast evaluator's outputs and gradients equal to
-the module's own on a random batch. It returns one line per network: ``"accelerated"`` or
-``"reference path (<reason>)"``. ``accelerate_policy`` does the same for the acting policy.
+``actor_sampler`` only when (a) ``checks`` and the network's plan accept every type, hook,
+parametrization and method in it (none replaced on an instance or a class), (b) the loss does not
+change what the evaluator stands in for (``_BYPASSED``), and (c) ``probe`` finds the fast
+evaluator's outputs and gradients equal to the module's own and to the loss's own reference code
+on a random batch, in train and in eval mode. It returns one line per network: ``"accelerated"``
+or ``"reference path (<reason>)"``. ``accelerate_policy`` does the same for the acting policy.
+The decision is made once: a network changed afterwards (a layer swapped, distribution keywords
+edited, ``load_state_dict(assign=True)`` on the actor) needs ``accelerate`` called again.
 
 Modes: ``auto`` (accelerate what is proven, the rest runs through its own module), ``on`` (raise
 ``AccelerationError`` naming the network and the reason when one cannot be accelerated), ``off``
@@ -94,10 +98,11 @@ def _not_overridden(loss: LossModule, base: type, network: str) -> None:
             raise UnsupportedNetworkError(
                 f"{type(loss).__name__}.{name} is replaced on the instance"
             )
-    check_library_classes([type(loss)])
+    check_library_classes([type(loss)], names=_BYPASSED[network])
     if network == "Q" and loss._vmap_qvalue is not getattr(loss, "_stock_vmap_qvalue", None):
         raise UnsupportedNetworkError(
-            f"{type(loss).__name__}._vmap_qvalue is not the one _make_vmap built"
+            f"{type(loss).__name__}._vmap_qvalue is not the one _make_vmap built (it was "
+            "assigned afterwards)"
         )
 
 

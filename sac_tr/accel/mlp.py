@@ -65,7 +65,8 @@ def sequential_plan(inner: nn.Module) -> Plan:
         if type(layer) is nn.Linear:
             if id(layer) in seen:  # one Linear at two places: the weights are tied
                 raise UnsupportedNetworkError(
-                    f"the same Linear is at {seen[id(layer)]} and {name} (tied weights)"
+                    f"the same Linear is at positions {seen[id(layer)]} and {name} of the "
+                    f"{type(inner).__name__} (tied weights)"
                 )
             seen[id(layer)] = name
             if layer.bias is None:

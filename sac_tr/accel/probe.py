@@ -80,7 +80,12 @@ def probe_batch(widths: dict, like: torch.Tensor) -> TensorDict:
     return td
 
 
-def _compare(what: str, reference: Sequence[torch.Tensor | None], fast: Sequence) -> None:
+def _compare(
+    what: str,
+    reference: Sequence[torch.Tensor | None],
+    fast: Sequence,
+    against: str = "the module's own",
+) -> None:
     for i, (ref, got) in enumerate(zip(reference, fast, strict=True)):
         if ref is None and got is None:
             continue
@@ -94,7 +99,7 @@ def _compare(what: str, reference: Sequence[torch.Tensor | None], fast: Sequence
         scale = float(ref.detach().abs().max()) if ref.numel() else 0.0
         if not error <= RTOL * (1.0 + scale):
             raise UnsupportedNetworkError(
-                f"probe: {what} [{i}] differs from the module's own by {error:.3g}"
+                f"probe: {what} [{i}] differs from {against} by {error:.3g}"
             )
 
 
@@ -104,15 +109,17 @@ def _agree(
     fast: Callable[[], Outputs],
     inputs: Sequence[torch.Tensor],
     device: torch.device,
+    against: str = "the module's own",
 ) -> None:
-    """Same seed, same outputs, same gradients with respect to ``inputs``."""
+    """Same seed, same outputs, same gradients with respect to ``inputs``; a difference is
+    named as one from ``against`` (what ``reference`` computes)."""
     results = []
     for fn in (reference, fast):
         with _seeded(device):
             results.append(list(fn()))
     gen = torch.Generator().manual_seed(_SEED + 1)
     cotangents = [torch.randn(out.shape, generator=gen).to(out) for out in results[0]]
-    _compare(what, results[0], results[1])
+    _compare(what, results[0], results[1], against)
     grads = []
     for outs in results:
         terms = [(o * c).sum() for o, c in zip(outs, cotangents, strict=True) if o.requires_grad]
@@ -121,7 +128,7 @@ def _agree(
             if terms and inputs
             else [None] * len(inputs)
         )
-    _compare(f"{what}: gradient", grads[0], grads[1])
+    _compare(f"{what}: gradient", grads[0], grads[1], against)
 
 
 def _leaves(params: TensorDictBase) -> list[torch.Tensor]:
@@ -129,7 +136,8 @@ def _leaves(params: TensorDictBase) -> list[torch.Tensor]:
 
 
 def probe_q(loss, evaluator, widths: dict) -> None:
-    """The Q ensemble: every member through ``loss.qvalue_network`` with its own parameters."""
+    """The Q ensemble: every member through ``loss.qvalue_network`` with its own parameters, and
+    the loss's own ``_q_values`` and ``_q_replayed_and_fresh``, in train and in eval mode."""
     module, params = loss.qvalue_network, loss.qvalue_network_params
     out_key, action_key = loss.tensor_keys.state_action_value, loss.tensor_keys.action
     first = next(iter(params.values(True, True)))
@@ -169,15 +177,27 @@ def probe_q(loss, evaluator, widths: dict) -> None:
             pair,
         ),
     ]
-    with _reference_path(loss, "q_evaluator"), _modes(module) as modes:
+    _agree_in_modes(loss, "q_evaluator", module, checks, inputs, first.device)
+
+
+def _agree_in_modes(
+    loss, attr: str, network: torch.nn.Module, checks: list, inputs: Sequence, device
+) -> None:
+    """``_agree`` on each ``(what, reference, fast)`` of ``checks``, with ``network`` in train
+    mode, then in eval mode, and ``loss``'s evaluator ``attr`` unset; a ``what`` ending in
+    "through the loss" compares with the loss's own reference code."""
+    with _reference_path(loss, attr), _modes(network) as modes:
         for mode in modes:
-            _agree_all(checks, mode, inputs, first.device)
-
-
-def _agree_all(checks: list, mode: str, inputs: Sequence[torch.Tensor], device) -> None:
-    """``_agree`` on each ``(what, reference, fast)`` of ``checks``, named with ``mode``."""
-    for what, reference, fast in checks:
-        _agree(f"{what} ({mode} mode)", reference, fast, inputs, device)
+            for what, reference, fast in checks:
+                against = "the loss's own" if what.endswith("through the loss") else None
+                _agree(
+                    f"{what} ({mode} mode)",
+                    reference,
+                    fast,
+                    inputs,
+                    device,
+                    against or "the module's own",
+                )
 
 
 @contextlib.contextmanager
@@ -192,7 +212,8 @@ def _reference_path(loss, attr: str) -> Iterator[None]:
 
 
 def probe_value(loss, evaluator, widths: dict) -> None:
-    """The value network through its own forward."""
+    """The value network through its own forward and through the loss's own ``_state_values``,
+    in train and in eval mode."""
     module, params = loss.value_network, loss.value_network_params
     first = next(iter(params.values(True, True)))
     td = probe_batch(widths, first)
@@ -210,14 +231,14 @@ def probe_value(loss, evaluator, widths: dict) -> None:
         ("V values", reference, values),
         ("V values through the loss", lambda: [loss._state_values(td, params)], values),
     ]
-    with _reference_path(loss, "value_evaluator"), _modes(module) as modes:
-        for mode in modes:
-            _agree_all(checks, mode, _leaves(params), first.device)
+    _agree_in_modes(loss, "value_evaluator", module, checks, _leaves(params), first.device)
 
 
 def probe_sampler(loss, sampler, widths: dict) -> None:
     """The actor's own distribution: ``rsample_and_log_prob`` on the same noise, the pair on
-    ``(s, s')`` in that order, and ``log_prob`` of the sampled action (unsaturated rows)."""
+    ``(s, s')`` in that order, both also through the loss's own ``_sample_action`` and
+    ``_sample_current_and_next``, and ``log_prob`` of the sampled action (unsaturated rows), in
+    train and in eval mode."""
     actor, params = loss.actor_network, loss.actor_network_params
     first = next(iter(params.values(True, True)))
     td = probe_batch(widths, first)
@@ -252,9 +273,9 @@ def probe_sampler(loss, sampler, widths: dict) -> None:
             pair,
         ),
     ]
-    with _reference_path(loss, "actor_sampler"), _modes(actor) as modes:
+    _agree_in_modes(loss, "actor_sampler", actor, checks, leaves, device)
+    with _modes(actor) as modes:
         for mode in modes:
-            _agree_all(checks, mode, leaves, device)
             with _seeded(device):
                 action, log_prob = sampler.sample(td, params)
             with params.to_module(actor):
@@ -276,7 +297,7 @@ def probe_sampler(loss, sampler, widths: dict) -> None:
 
 def probe_policy(actor: TensorDictModuleBase, policy: TensorDictModuleBase, widths: dict) -> None:
     """The acting policy against the actor's own forward: the deterministic action and, on the
-    same seed, the sampled one."""
+    same seed, the sampled one, in train and in eval mode."""
     first = next(actor.parameters())
     td = probe_batch(widths, first)
     key = policy.out_keys[0]

@@ -23,12 +23,14 @@ from tensordict.nn import (
     TensorDictModule,
     TensorDictModuleBase,
 )
+from torch import distributions as D
 from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules import ProbabilisticActor, SafeProbabilisticModule, TanhNormal
+from torchrl.modules.distributions import continuous
 from torchrl.modules.distributions.utils import safetanh_noeps
 
-from sac_tr.accel.checks import UnsupportedNetworkError, check_exact_type
+from sac_tr.accel.checks import UnsupportedNetworkError, check_exact_type, check_library_classes
 from sac_tr.accel.mlp import Plan, mlp_apply, mlp_forward, sequential_plan
 from sac_tr.modules import ClampedLogStdNormalParams
 
@@ -40,6 +42,14 @@ __all__ = [
 ]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_DISTRIBUTION_CLASSES = (
+    TanhNormal,
+    continuous.SafeTanhTransform,
+    continuous._PatchedComposeTransform,
+    continuous._PatchedAffineTransform,
+    D.Normal,
+    D.Independent,
+)
 _PREFIX = ("module", "0", "module", "0")  # the MLP's parameters inside the actor
 # TanhNormal keywords and the values the fast sampler reproduces (low/high: any bounds).
 _TANH_NORMAL_DEFAULTS = {"tanh_loc": False, "safe_tanh": True, "event_dims": 1}
@@ -110,6 +120,8 @@ def squashed_gaussian_plan(actor: ProbabilisticTensorDictSequential) -> Squashed
         )
     if dist_module.distribution_class is not TanhNormal:
         raise UnsupportedNetworkError(f"{dist_module.distribution_class.__name__} not supported")
+    # What the sampler reproduces of the distribution: its classes as TorchRL and torch define them.
+    check_library_classes(_DISTRIBUTION_CLASSES)
     kwargs = dict(dist_module.distribution_kwargs)
     low, high = kwargs.pop("low", -1.0), kwargs.pop("high", 1.0)
     for key, value in kwargs.items():

@@ -19,6 +19,7 @@ import torch
 from tensordict import TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from tensordict.utils import NestedKey
+from torch.nn.utils import parametrize
 from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.utils import _cache_values, _vmap_func
 from torchrl.objectives.value.functional import td0_return_estimate
@@ -86,14 +87,54 @@ def _independent_copies(module: TensorDictModule, n: int) -> list[TensorDictModu
             raise ValueError(
                 f"The Q network cannot be copied for the ensemble of {n} Q-functions: {err}. "
                 "A weight computed in a forward pre-hook (the old torch.nn.utils.weight_norm or "
-                "spectral_norm) cannot be deep-copied; use torch.nn.utils.parametrizations."
-                "weight_norm, or give the loss a list of the Q modules."
+                "spectral_norm) cannot be deep-copied: give the loss a list of num_qvalue_nets "
+                "Q modules built independently, one per Q-function."
             ) from err
         for sub in clone.modules():
-            if sub is not clone and hasattr(sub, "reset_parameters"):
+            if sub is clone or not hasattr(sub, "reset_parameters"):
+                continue
+            if parametrize.is_parametrized(sub):
+                _reset_through_parametrizations(sub)
+            else:
                 sub.reset_parameters()
         copies.append(clone)
     return copies
+
+
+def _reset_through_parametrizations(layer: torch.nn.Module) -> None:
+    """Re-initialise a parametrized layer (e.g. ``parametrizations.weight_norm``): its own
+    ``reset_parameters`` writes into the computed weight, recomputed at the next access, and
+    leaves the stored originals, so the copy would start equal to the module it copies. Here it
+    writes into the cached computed weight, which is then assigned back through each
+    parametrization's ``right_inverse``."""
+    with torch.no_grad():
+        with parametrize.cached():
+            layer.reset_parameters()
+            fresh = {name: getattr(layer, name).clone() for name in layer.parametrizations}
+        for name, value in fresh.items():
+            setattr(layer, name, value)
+
+
+def _architecture(module: TensorDictModule) -> list[tuple]:
+    return [
+        *((name, type(sub)) for name, sub in module.named_modules()),
+        *((name, tuple(p.shape)) for name, p in module.named_parameters()),
+    ]
+
+
+def _refuse_other_architectures(q_modules: list[TensorDictModule]) -> None:
+    """TorchRL's functional ensemble runs the first module's forward with every member's
+    parameters, so a list whose members differ in their module types or shapes would train
+    copies of the first, not what was given: refused."""
+    first = _architecture(q_modules[0])
+    for i, module in enumerate(q_modules[1:], start=1):
+        if _architecture(module) != first:
+            raise ValueError(
+                f"Q module {i} of the list differs from Q module 0 in its module types or "
+                "parameter shapes. The loss evaluates every Q-function with Q module 0's forward "
+                "(each with its own parameters), so the list's modules must have one "
+                "architecture; give one module (it is copied and re-initialised) or equal ones."
+            )
 
 
 def _refuse_tensor_hooks(q_modules: list[TensorDictModule]) -> None:
@@ -106,8 +147,9 @@ def _refuse_tensor_hooks(q_modules: list[TensorDictModule]) -> None:
                     f"The Q network's parameter {name!r} has a tensor hook (register_hook or "
                     "register_post_accumulate_grad_hook). The loss trains stacked copies of the "
                     "Q parameters, one per Q-function, so that hook would never fire. Register it "
-                    "on the copy instead, after building the loss: "
-                    f"loss.qvalue_network_params[{tuple(name.split('.'))!r}]."
+                    "on the stacked copy instead, after building the loss (it then sees the "
+                    "[num_qvalue_nets, ...] gradient, also in the acceleration probe's backward "
+                    f"passes): loss.qvalue_network_params[{tuple(name.split('.'))!r}]."
                 )
 
 
@@ -186,6 +228,7 @@ class SACLossBase(LossModule):
             if len(qvalue_network) != n:
                 raise ValueError(f"Got {len(qvalue_network)} Q modules but num_qvalue_nets={n}.")
             q_modules = list(qvalue_network)
+            _refuse_other_architectures(q_modules)
         else:
             q_modules = _independent_copies(qvalue_network, n)
         _refuse_tensor_hooks(q_modules)
