@@ -143,7 +143,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
             if in_place:
                 _keep_run_record(run_dir, resumed[0])
             return finished_summary(resumed[0], run_dir, path)
-        say_nan_guard_switch(resumed[0], cfg, path)  # a run that goes on, after every check
+        say_nan_guard_switch(resumed[0], cfg, path)  # a run that goes on: its checks passed
         for moved in set_aside_newer(path):  # resume=PATH to an older checkpoint
             print(f"Resuming from {path.name}: the newer {moved.name} moved to {moved.parent}/.")
     first_update = max(cfg.env.init_random_frames, cfg.batch_size)  # see TrainingRun.learn

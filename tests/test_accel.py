@@ -713,17 +713,30 @@ def test_a_patched_distribution_keeps_the_actor_and_the_policy_on_the_reference_
 
 def test_a_compiled_module_and_an_active_function_mode_keep_the_reference_path():
     q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
-    q.module[1]._compiled_call_impl = lambda x: torch.relu(x).clamp(
-        max=0.05
-    )  # what .compile() sets
+    q.module[1].compile(backend="eager")  # __call__ now runs the compiled call, not forward
     loss = build("v1", q=q)
     assert accelerate(loss)["Q"] == "reference path (ReLU is compiled (module.compile()))"
-    assert_matches_the_modules(loss)
     with _Recorder():
         paths = accelerate(build("v1"))
     assert set(paths.values()) == {
-        "reference path (a TorchFunctionMode is active (it may change any call))"
+        "reference path (a TorchFunctionMode (_Recorder) is active: it may change any call)"
     }
+    with torch.device("cpu"):  # torch.set_default_device's mode only places tensors
+        assert accelerate(build("v1")) == ALL_FAST
+
+
+def test_a_compiled_module_put_in_a_class_is_not_taken_for_torch_own_wrapping(monkeypatch):
+    capped = torch.compile(nn.Hardtanh(0.0, 0.05), backend="eager")  # a torch._dynamo object
+    monkeypatch.setattr(nn.ReLU, "forward", capped)
+    (path,) = set(accelerate(build("v1")).values())
+    assert path.startswith("reference path (ReLU.forward is replaced")
+
+
+def test_a_wrapper_that_copies_a_library_name_is_not_a_library_function():
+    from sac_tr.accel.checks import _library
+
+    assert _library(nn.ReLU.forward) and _library(torch.distributions.Distribution.sample_n)
+    assert not _library(_wrapped_clip(nn.Linear.forward))  # functools.wraps: torch's __module__
 
 
 @pytest.mark.parametrize("network", ["V", "actor"])
@@ -810,4 +823,27 @@ def test_a_post_accumulate_grad_hook_on_a_q_parameter_is_refused():
     q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
     q.module[2].bias.register_post_accumulate_grad_hook(lambda p: None)
     with pytest.raises(ValueError, match=r"'module\.2\.bias' has a tensor hook"):
+        build("v1", q=q)
+
+
+def test_a_q_list_is_judged_by_what_its_forward_depends_on():
+    actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+    normed = [make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN) for _ in range(2)]
+    for q in normed:  # each gets a ParametrizedLinear class of its own: still one architecture
+        nn.utils.parametrizations.weight_norm(q.module[0])
+    SACv2Loss(actor, normed)
+    elu = [make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN, activation=nn.ELU) for _ in range(2)]
+    elu[1].module[1].alpha = 0.5  # Q module 0's ELU(alpha=1) would run for both
+    with pytest.raises(ValueError, match="Q module 1 of the list differs from Q module 0"):
+        SACv2Loss(actor, elu)
+
+
+def test_a_parametrization_without_right_inverse_cannot_be_copied_and_says_so():
+    class Clamp(nn.Module):
+        def forward(self, w):
+            return w.clamp(-0.1, 0.1)
+
+    q = make_qvalue(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    nn.utils.parametrize.register_parametrization(q.module[0], "weight", Clamp())
+    with pytest.raises(ValueError, match=r"copies would start equal\. Give the loss a list"):
         build("v1", q=q)

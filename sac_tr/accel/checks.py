@@ -20,11 +20,13 @@ import types
 from collections.abc import Iterable
 
 import torch
+import torch.distributions.normal
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as nn_module
 from torch.nn.parameter import UninitializedParameter
 from torch.nn.utils import parametrize
+from torch.utils._device import DeviceContext
 
 __all__ = [
     "UnsupportedNetworkError",
@@ -47,6 +49,7 @@ _FUNCTIONS = {
     (torch, "relu_"): torch.relu_,  # F.relu(inplace=True)
     (torch._C._nn, "elu"): torch._C._nn.elu,  # what F.elu calls
     (torch._C._nn, "elu_"): torch._C._nn.elu_,
+    (torch.distributions.normal, "_standard_normal"): torch.distributions.normal._standard_normal,
 }
 
 
@@ -81,8 +84,21 @@ _GLOBAL_HOOKS = (
 )
 
 
+# Where the standard library's decorators (``warnings.deprecated``, ``functools`` wrappers) run
+# a library's function from: such a wrapper counts by the ``__module__`` it copied.
+_DECORATORS = frozenset({"warnings", "typing_extensions", "functools", "contextlib", "typing"})
+
+
 def _library(obj: object) -> bool:
-    return (getattr(obj, "__module__", None) or "").split(".")[0] in _LIBRARIES
+    """Defined in one of ``_LIBRARIES``: a Python function by the module whose globals it runs in
+    (``functools.wraps`` copies ``__module__``, not that; a standard-library decorator's wrapper
+    by the ``__module__`` it copied), anything else by ``__module__``."""
+    module = (getattr(obj, "__module__", None) or "").split(".")[0]
+    globals_ = getattr(obj, "__globals__", None)
+    if isinstance(globals_, dict):
+        runs_in = (globals_.get("__name__") or "").split(".")[0]
+        return runs_in in _LIBRARIES or (runs_in in _DECORATORS and module in _LIBRARIES)
+    return module in _LIBRARIES
 
 
 def _function(attr: object) -> object:
@@ -127,15 +143,32 @@ def _known_classes() -> list[type]:
 _SNAPSHOT: dict[type, dict[str, object]] = {klass: _methods(klass) for klass in _known_classes()}
 
 
-def _instrumentation(fn: object) -> bool:
-    """torch's own wrapping of a method (``torch.compile`` patches ``nn.Module.__init__`` and
-    ``__setstate__`` to tag modules it has seen): the same computation, not a user's patch."""
-    return (getattr(fn, "__module__", None) or "").startswith("torch._dynamo.")
+# torch.compile's own wrapping of two methods (to tag the modules it has seen): the same module,
+# not a user's patch, when the wrapper is dynamo's and wraps the method the snapshot holds.
+_DYNAMO_TAGGING = {
+    "__init__": "install_generation_tagging_init.<locals>.patched_init",
+    "__setstate__": "install_generation_tagging_init.<locals>.patched_setstate",
+}
+
+
+def _instrumentation(klass: type, name: str, now: object, was: object) -> bool:
+    """``now`` is torch.compile's tagging wrapper of ``was`` on ``nn.Module``."""
+    if klass is not nn.Module or not isinstance(now, types.FunctionType):
+        return False
+    wrapped = [cell.cell_contents for cell in now.__closure__ or ()]
+    return (
+        now.__qualname__ == _DYNAMO_TAGGING.get(name)
+        and now.__globals__.get("__name__") == "torch._dynamo.mutation_guard"
+        and any(inner is was for inner in wrapped)
+    )
 
 
 def _replaced(klass: type, name: str, now: object) -> str:
+    if now is None:
+        return f"{klass.__name__}.{name} is removed"
     fn = _function(now)
-    by = f" (by {fn.__module__}.{fn.__qualname__})" if hasattr(fn, "__qualname__") else ""
+    where = getattr(fn, "__module__", None)
+    by = f" (by {where}.{fn.__qualname__})" if where and hasattr(fn, "__qualname__") else ""
     return f"{klass.__name__}.{name} is replaced{by}"
 
 
@@ -154,7 +187,7 @@ def check_library_classes(classes: Iterable[type], names: Iterable[str] | None =
                 if name not in now and name not in was:
                     continue
                 fn = _function(now.get(name))
-                if _instrumentation(fn):
+                if _instrumentation(klass, name, now.get(name), was.get(name)):
                     continue
                 if klass in _SNAPSHOT and now.get(name) is not was.get(name):
                     raise UnsupportedNetworkError(_replaced(klass, name, now.get(name)))
@@ -192,8 +225,11 @@ def check_readable(module: nn.Module) -> None:
         raise UnsupportedNetworkError(
             "a global module hook is registered (torch.nn.modules.module)"
         )
-    if torch._C._len_torch_function_stack():
-        raise UnsupportedNetworkError("a TorchFunctionMode is active (it may change any call)")
+    for mode in torch.overrides._get_current_function_mode_stack():
+        if not isinstance(mode, DeviceContext):  # torch.set_default_device's: places, no more
+            raise UnsupportedNetworkError(
+                f"a TorchFunctionMode ({type(mode).__name__}) is active: it may change any call"
+            )
     _check_functions()
     check_library_classes(dict.fromkeys(type(sub) for sub in module.modules()))
     for sub in module.modules():

@@ -189,15 +189,9 @@ def _agree_in_modes(
     with _reference_path(loss, attr), _modes(network) as modes:
         for mode in modes:
             for what, reference, fast in checks:
-                against = "the loss's own" if what.endswith("through the loss") else None
-                _agree(
-                    f"{what} ({mode} mode)",
-                    reference,
-                    fast,
-                    inputs,
-                    device,
-                    against or "the module's own",
-                )
+                loss_own = what.endswith("through the loss")
+                against = "the loss's own" if loss_own else "the module's own"
+                _agree(f"{what} ({mode} mode)", reference, fast, inputs, device, against)
 
 
 @contextlib.contextmanager

@@ -112,12 +112,35 @@ def _reset_through_parametrizations(layer: torch.nn.Module) -> None:
             layer.reset_parameters()
             fresh = {name: getattr(layer, name).clone() for name in layer.parametrizations}
         for name, value in fresh.items():
-            setattr(layer, name, value)
+            try:
+                setattr(layer, name, value)
+            except (RuntimeError, NotImplementedError) as err:  # no right_inverse
+                raise ValueError(
+                    f"Cannot re-initialise the copy of {type(layer).__name__}.{name} for the Q "
+                    f"ensemble through its parametrization ({err}), so the copies would start "
+                    "equal. Give the loss a list of num_qvalue_nets Q modules built "
+                    "independently, one per Q-function."
+                ) from err
+
+
+_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
 def _architecture(module: TensorDictModule) -> list[tuple]:
+    """What the forward of ``module`` depends on besides its parameters' values: each
+    submodule's class (a parametrized layer by the class it parametrizes: each gets a class of
+    its own), its settings (``extra_repr``), hooks and methods set on the instance; the keys;
+    the parameters' names and shapes."""
+
+    def layer(name: str, sub: torch.nn.Module) -> tuple:
+        cls = type(sub).__bases__[0] if parametrize.is_parametrized(sub) else type(sub)
+        own = sorted(k for k, v in vars(sub).items() if callable(v) and hasattr(type(sub), k))
+        hooks = [bool(getattr(sub, h, None)) for h in _MODULE_HOOKS]
+        return (name, cls, sub.extra_repr(), tuple(own), tuple(hooks))
+
     return [
-        *((name, type(sub)) for name, sub in module.named_modules()),
+        (tuple(getattr(module, "in_keys", ())), tuple(getattr(module, "out_keys", ()))),
+        *(layer(name, sub) for name, sub in module.named_modules()),
         *((name, tuple(p.shape)) for name, p in module.named_parameters()),
     ]
 
@@ -130,8 +153,9 @@ def _refuse_other_architectures(q_modules: list[TensorDictModule]) -> None:
     for i, module in enumerate(q_modules[1:], start=1):
         if _architecture(module) != first:
             raise ValueError(
-                f"Q module {i} of the list differs from Q module 0 in its module types or "
-                "parameter shapes. The loss evaluates every Q-function with Q module 0's forward "
+                f"Q module {i} of the list differs from Q module 0 (in its module types, their "
+                "settings, hooks or replaced methods, its keys or its parameter shapes). The "
+                "loss evaluates every Q-function with Q module 0's forward "
                 "(each with its own parameters), so the list's modules must have one "
                 "architecture; give one module (it is copied and re-initialised) or equal ones."
             )
