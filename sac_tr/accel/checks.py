@@ -28,6 +28,8 @@ from torch.nn.parameter import UninitializedParameter
 from torch.nn.utils import parametrize
 from torch.utils._device import DeviceContext
 
+from sac_tr.losses.common import MODULE_HOOKS
+
 __all__ = [
     "UnsupportedNetworkError",
     "check_exact_type",
@@ -70,12 +72,6 @@ def check_exact_type(module: nn.Module, known: tuple[type[nn.Module], ...]) -> N
     raise UnsupportedNetworkError(f"{cls.__name__} subclasses {base.__name__}")
 
 
-_HOOK_DICTS = {
-    "_forward_hooks": "a forward hook",
-    "_forward_pre_hooks": "a forward pre-hook",
-    "_backward_hooks": "a backward hook",
-    "_backward_pre_hooks": "a backward pre-hook",
-}
 _GLOBAL_HOOKS = (
     "_global_forward_hooks",
     "_global_forward_pre_hooks",
@@ -234,7 +230,7 @@ def check_readable(module: nn.Module) -> None:
     check_library_classes(dict.fromkeys(type(sub) for sub in module.modules()))
     for sub in module.modules():
         _check_instance(sub)
-        for attr, what in _HOOK_DICTS.items():
+        for attr, what in MODULE_HOOKS.items():
             if getattr(sub, attr, None):
                 raise UnsupportedNetworkError(f"{type(sub).__name__} has {what}")
         if parametrize.is_parametrized(sub):

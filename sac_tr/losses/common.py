@@ -123,7 +123,13 @@ def _reset_through_parametrizations(layer: torch.nn.Module) -> None:
                 ) from err
 
 
-_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+# Where nn.Module keeps its hooks, and what each is (sac_tr.accel.checks names them too).
+MODULE_HOOKS = {
+    "_forward_hooks": "a forward hook",
+    "_forward_pre_hooks": "a forward pre-hook",
+    "_backward_hooks": "a backward hook",
+    "_backward_pre_hooks": "a backward pre-hook",
+}
 
 
 def _architecture(module: TensorDictModule) -> list[tuple]:
@@ -135,7 +141,7 @@ def _architecture(module: TensorDictModule) -> list[tuple]:
     def layer(name: str, sub: torch.nn.Module) -> tuple:
         cls = type(sub).__bases__[0] if parametrize.is_parametrized(sub) else type(sub)
         own = sorted(k for k, v in vars(sub).items() if callable(v) and hasattr(type(sub), k))
-        hooks = [bool(getattr(sub, h, None)) for h in _MODULE_HOOKS]
+        hooks = [bool(getattr(sub, h, None)) for h in MODULE_HOOKS]
         return (name, cls, sub.extra_repr(), tuple(own), tuple(hooks))
 
     return [
