@@ -28,6 +28,7 @@ __all__ = [
     "Trimmed",
     "UnfinishedRowWarning",
     "check_counted",
+    "counted_rows",
     "fsync_path",
     "last_eval_row",
     "read_eval_file",
@@ -146,11 +147,13 @@ class Trimmed(NamedTuple):
 
 
 def _plan(
-    path: Path, frames: int, evaluations: int | None
+    path: Path, frames: int, evaluations: int | None, evaluated_at: int | None = None
 ) -> tuple[list[str], list[list[str]], Trimmed]:
     """The header, the rows to keep, and what keeping them does (see ``trim_eval_csv``)."""
     header, body, unfinished = read_eval_file(path)
     column = header.index("frames") if header else 0
+    # A checkpoint evaluates before it saves: no row of it lies after its last evaluation.
+    frames = frames if evaluated_at is None else evaluated_at
     keep = [row for row in body if int(float(row[column])) <= frames]
     completed = False
     if unfinished and header and (evaluations is None or len(keep) < evaluations):
@@ -179,10 +182,22 @@ def _plan(
 def check_counted(path: str | os.PathLike, frames: int, evaluations: int | None) -> Trimmed:
     """What ``trim_eval_csv(path, frames, evaluations)`` would do, without doing it: the checks
     a resume makes before it builds anything. Raises ``EvalCSVError`` as it does."""
-    return _plan(Path(path), frames, evaluations)[2]
+    return counted_rows(path, frames, evaluations)[1]
 
 
-def trim_eval_csv(path: str | os.PathLike, frames: int, evaluations: int | None) -> Trimmed:
+def counted_rows(
+    path: str | os.PathLike, frames: int, evaluations: int | None, evaluated_at: int | None = None
+) -> tuple[list[dict[str, str]], Trimmed]:
+    """The rows ``trim_eval_csv(path, frames, evaluations, evaluated_at)`` would keep, as dicts
+    (an unfinished last line it would keep among them), and what it would do, without changing
+    the file. Raises ``EvalCSVError`` as it does."""
+    header, keep, done = _plan(Path(path), frames, evaluations, evaluated_at)
+    return [dict(zip(header, row, strict=True)) for row in keep], done
+
+
+def trim_eval_csv(
+    path: str | os.PathLike, frames: int, evaluations: int | None, evaluated_at: int | None = None
+) -> Trimmed:
     """Drop the rows of ``eval.csv`` written after ``frames`` (a run killed after its last
     checkpoint evaluated once more, or was killed while appending a row; the resumed run evaluates
     those frames again).
@@ -193,9 +208,12 @@ def trim_eval_csv(path: str | os.PathLike, frames: int, evaluations: int | None)
     field cannot be told), is kept; rows it counts that the file lacks (a machine that
     lost power before they reached the disk, or deleted by hand) are reported as ``missing``, a
     gap the caller says; more rows than it counts (two curves joined) raise ``EvalCSVError``, as
-    does a damaged file, before anything is changed."""
+    does a damaged file, before anything is changed. ``evaluated_at``, the frames of the
+    checkpoint's last evaluation (-1: none; ``None``: not recorded, before 2026-12-03), drops the
+    rows after it too: a checkpoint that a fault stop wrote before an evaluation due at its
+    frames counts none there, so a row there was made after it (``train.evaluation_due``)."""
     path = Path(path)
-    header, keep, done = _plan(path, frames, evaluations)
+    header, keep, done = _plan(path, frames, evaluations, evaluated_at)
     if header and (done.dropped or done.completed or done.cut):
         write_eval_file(path, header, keep)
     return done

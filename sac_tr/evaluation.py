@@ -13,7 +13,10 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from sac_tr.modes import eval_mode
 
-__all__ = ["cuda_indices", "evaluate", "record_video"]
+__all__ = ["EVAL_SEED_OFFSET", "cuda_indices", "evaluate", "record_video"]
+
+
+EVAL_SEED_OFFSET = 10_000  # a run evaluates on seed + EVAL_SEED_OFFSET: start states of its own
 
 
 @torch.no_grad()

@@ -21,10 +21,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sac_tr.agent import make_agent, update
 from sac_tr.checkpoint import (
+    CheckpointError,
     buffer_dir,
     checkpoint_bytes,
     checkpoint_path,
     get_rng_state,
+    list_checkpoints,
     load_checkpoint,
     rotate_checkpoints,
     save_buffer,
@@ -44,12 +46,12 @@ from sac_tr.envs import make_env
 from sac_tr.eval_csv import (
     EvalCSVError,
     Trimmed,
-    check_counted,
+    counted_rows,
     last_eval_row,
     read_eval_rows,
     trim_eval_csv,
 )
-from sac_tr.evaluation import evaluate, record_video
+from sac_tr.evaluation import EVAL_SEED_OFFSET, evaluate, record_video
 from sac_tr.faults import NonFiniteError, batch_statistics, nonfinite_parameters, nonfinite_rows
 from sac_tr.run_dirs import (
     RESUMABLE_KEYS,
@@ -89,6 +91,7 @@ class Counters:
     frames: int = 0
     updates: int = 0
     evals: int = 0
+    evaluated_at: int = -1  # frames of the last evaluation (-1: none yet)
     update_credit: float = 0.0  # fractional updates owed when utd_ratio is not an integer
     skipped_transitions: int = 0  # NaN/inf transitions dropped (nan_guard=true)
     skipped_updates: int = 0  # batches with a NaN/inf loss skipped (nan_guard=true)
@@ -115,15 +118,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     With ``cfg.resume`` set (a checkpoint, a run directory, or ``auto``: the newest checkpoint in
     ``run_dir`` if there is one), everything learned so far is restored and the counters continue
     where they stopped, in the original run directory. A run whose checkpoint is already at
-    ``total_frames`` returns at once with ``already_finished=True``.
+    ``total_frames`` returns at once with ``already_finished=True``. A checkpoint a fault stop
+    wrote before an evaluation due at its frames (``evaluation_due``) makes that evaluation first.
     """
     validate_config(cfg)  # fail on a typo before any environment or network is built
     launch_dir = run_dir = Path(run_dir)
     launch = read_hydra_files(launch_dir)  # this command, as hydra recorded it (none outside hydra)
-    resumed = None
+    resumed, due = None, False
     path = resolve_resume(cfg.resume, run_dir)
     if path is None:
-        refuse_curve_without_checkpoint(run_dir)
+        refuse_fresh_start_over_a_run(run_dir)
     if path is not None:
         run_dir = path.parent.parent  # the run continues in its own directory
         resumed = (load_checkpoint(path), path)
@@ -134,15 +138,22 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
             # a damaged curve, one with other columns or missing counted evaluations is named
             # before anything is built
             EvalCSV.check(run_dir, eval_columns(cfg), unfinished_ok=True)
-            check_counted(run_dir / "eval.csv", resumed[0]["frames"], resumed[0].get("evals"))
+            rows, counted = counted_rows(run_dir / "eval.csv", *_count(resumed[0]))
         except (ConfigError, EvalCSVError):
             if in_place:
                 _keep_run_record(run_dir, resumed[0])  # the refused command is not the run's
             raise
-        if checkpoint_frames(path) >= cfg.total_frames:
+        due = evaluation_due(resumed[0], cfg, rows, counted)
+        if checkpoint_frames(path) >= cfg.total_frames and not due:
             if in_place:
                 _keep_run_record(run_dir, resumed[0])
-            return finished_summary(resumed[0], run_dir, path)
+            if counted.completed:  # its counted last row lacks only its newline: given it, so
+                trim_eval_csv(run_dir / "eval.csv", *_count(resumed[0]))
+                print(  # that every reader (the suite's launcher, plot.py) sees the run finished
+                    f"{run_dir / 'eval.csv'}: its last row, which the checkpoint counts, lacked its "
+                    "newline; completed."
+                )
+            return finished_summary(resumed[0], run_dir, path, rows)
         say_nan_guard_switch(resumed[0], cfg, path)  # a run that goes on: its checks passed
         for moved in set_aside_newer(path):  # resume=PATH to an older checkpoint
             print(f"Resuming from {path.name}: the newer {moved.name} moved to {moved.parent}/.")
@@ -160,6 +171,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     # Ctrl-C / SIGTERM: finish this step, checkpoint, return. Log lines (torchrl's INFO, the
     # user's) are written above the progress bar instead of through it.
     with StopOnSignal() as stop, logging_redirect_tqdm(loggers=_CONSOLE_LOGGERS):
+        if due:  # the evaluation the loop makes at these frames, then their checkpoint again
+            print(
+                f"Resuming {path}: a fault stopped the run at {run.counters.frames:,} frames before "
+                "the evaluation due there; evaluating its policy now."
+            )
+            run.evaluate()
+            run.save()
         for batch in run.collector or ():
             new_frames = run.store(batch)  # a_t ~ pi(.|s_t), s_t+1 ~ p;  D <- D u {(s, a, r, s')}
             run.learn(new_frames)  # V_psi, pi_phi, Q_theta_i steps, then psibar <- tau psi + ...
@@ -246,12 +264,25 @@ def eval_columns(cfg: DictConfig) -> tuple[str, ...]:
     return EvalCSV.STOCHASTIC if cfg.eval.stochastic else ()
 
 
-def refuse_curve_without_checkpoint(run_dir: Path) -> None:
-    """Refuse a fresh start in a directory whose ``eval.csv`` already holds evaluations: with no
-    checkpoint to continue from (deleted to save disk, or the curve copied from elsewhere), the
-    new run would append a second curve from frame 0 to the first, and a later resume would trim
-    the file to its own checkpoint, deleting the first curve."""
+def refuse_fresh_start_over_a_run(run_dir: Path) -> None:
+    """Refuse a fresh start in a directory that holds a run: checkpoints (named, with
+    ``resume=auto`` to continue them), or an ``eval.csv`` with evaluations. With no checkpoint to
+    continue from (deleted to save disk, or the curve copied from elsewhere), the new run would
+    append a second curve from frame 0 to the first, and a later resume would trim the file to
+    its own checkpoint, deleting the first curve."""
     row = last_eval_row(run_dir / "eval.csv")
+    saved = list_checkpoints(run_dir / "checkpoints")
+    if saved:
+        try:  # hydra has just written this launch's record over the run's own: put it back
+            _keep_run_record(run_dir, load_checkpoint(saved[-1]))
+        except CheckpointError:  # unreadable: resume=auto will name it and the one before
+            pass
+        raise ConfigError(
+            f"{run_dir} already holds a run (its newest checkpoint: {saved[-1].name}), and resume "
+            "is not set: a fresh run there would mix two runs' curves and checkpoints. Add "
+            "resume=auto to the same command to continue it (or to be told it is finished), or "
+            "give this run another directory."
+        )
     if row is not None:
         raise ConfigError(
             f"{run_dir / 'eval.csv'} already holds evaluations (the last at "
@@ -273,11 +304,37 @@ def _keep_run_record(run_dir: Path, state: dict) -> None:
         )
 
 
-def finished_summary(state: dict, run_dir: Path, path: Path) -> TrainSummary:
-    """What a run that already reached its frame budget reports, without building anything."""
-    rows = [
-        r for r in read_eval_rows(run_dir / "eval.csv") if float(r["frames"]) <= state["frames"]
-    ]
+def _count(state: dict) -> tuple[int, int | None, int | None]:
+    """What a checkpoint says of its curve, as ``trim_eval_csv`` takes it: its frames, the
+    evaluations it counts and the frames of its last one (``None``: not recorded)."""
+    return int(state["frames"]), state.get("evals"), state.get("evaluated_at")
+
+
+def evaluation_due(
+    state: dict, cfg: DictConfig, rows: list[dict[str, str]], counted: Trimmed
+) -> bool:
+    """True for a checkpoint whose curve lacks the evaluation due at its frames: the batch that
+    reached them crossed a multiple of ``eval.every_frames``, or reached the ``total_frames`` the
+    checkpoint was written under. The loop evaluates before it saves, so only a stop on a fault
+    in that batch (NaN/inf in its transitions, or in a loss on the CPU:
+    ``TrainingRun._stop_on_fault``) writes such a checkpoint. ``rows`` are the evaluations it
+    counts (``counted_rows``). With some of them missing from the file (``counted.missing``), or a
+    checkpoint that does not count them (before c4127e7), which one is missing cannot be told, and
+    nothing is made again."""
+    if state.get("evals") is None or counted.missing:
+        return False
+    frames = int(state["frames"])
+    last = int(float(rows[-1]["frames"])) if rows else 0
+    every = cfg.eval.every_frames
+    saved_total = OmegaConf.create(state["config"]).get("total_frames", frames + 1)
+    return last < frames and (last // every < frames // every or frames >= int(saved_total))
+
+
+def finished_summary(
+    state: dict, run_dir: Path, path: Path, rows: list[dict[str, str]]
+) -> TrainSummary:
+    """What a run that already reached its frame budget reports, without building anything;
+    ``rows`` are the evaluations its checkpoint counts (``counted_rows``)."""
     row = rows[-1] if rows else None  # this checkpoint's last evaluation, not a later one's
     return TrainSummary(
         run_dir=run_dir,
@@ -316,7 +373,7 @@ class TrainingRun:
         )
 
         # Environments, the agent (pi_phi, Q_theta_1,2, V_psi, V_psibar) and the replay buffer D.
-        self.eval_env = make_env(cfg.env.id, seed=cfg.seed + 10_000)
+        self.eval_env = make_env(cfg.env.id, seed=cfg.seed + EVAL_SEED_OFFSET)
         self.video_env = None
         self.agent = make_agent(make_env(cfg.env.id, seed=cfg.seed), cfg, self.device)
         print("\n".join(self.agent.notes))  # what each part was built with, once
@@ -364,6 +421,7 @@ class TrainingRun:
         self.losses_sum: TensorDictBase | None = None
         self.losses_count = 0
         self.checkpoint_path: Path | None = resumed[1] if resumed else None
+        self.resumed_collector = resumed[0].get("collector") if resumed else None
         self.start, self.start_frames = time.perf_counter(), frames
         self.start_wall_time = self.counters.wall_time_s  # earlier segments of a resumed run
         self.progress = tqdm(
@@ -484,12 +542,13 @@ class TrainingRun:
                 self.agent.actor,
                 cfg.eval.episodes,
                 cfg.eval.max_steps,
-                seed=cfg.seed + 10_000,
+                seed=cfg.seed + EVAL_SEED_OFFSET,
                 stochastic=stochastic,
             )
             row[f"{prefix}return_mean"] = float(returns.mean())
             row[f"{prefix}return_std"] = float(returns.std(unbiased=False))
         c.evals += 1
+        c.evaluated_at = c.frames
         self.last_eval = row["return_mean"]
         self.eval_csv.append(
             frames=c.frames,
@@ -525,7 +584,10 @@ class TrainingRun:
         path = checkpoint_path(self.run_dir / "checkpoints", self.counters.frames)
         self.counters.wall_time_s = self._wall_time()
         started = time.perf_counter()
-        if self.cfg.checkpoint.save_buffer:  # first: a checkpoint file implies its buffer is whole
+        # First: a checkpoint file implies its buffer is whole. A buffer already saved at these
+        # frames (the resumed checkpoint's, before its final evaluation) holds what D holds.
+        same_buffer = self.saved_at == self.counters.frames and buffer_dir(path).is_dir()
+        if self.cfg.checkpoint.save_buffer and not same_buffer:
             save_buffer(self.buffer, buffer_dir(path))
         state = {
             **asdict(self.counters),
@@ -615,8 +677,8 @@ class TrainingRun:
         )
 
     def _collector_state(self) -> dict | None:
-        if self.collector is None:
-            return None
+        if self.collector is None:  # at total_frames: the state the resumed checkpoint holds
+            return self.resumed_collector
         try:
             return capture_collector_state(self.collector)
         except EnvStateError:  # e.g. environments in worker processes: resume starts new episodes
@@ -641,8 +703,12 @@ class TrainingRun:
             self.buffer.loads(buffer_dir(path))
         # Evaluations after this checkpoint (a run killed before its next one) are redone; the
         # ones it counts are checked (no count in a checkpoint from before c4127e7).
-        done = trim_eval_csv(self.run_dir / "eval.csv", self.counters.frames, state.get("evals"))
+        done = trim_eval_csv(self.run_dir / "eval.csv", *_count(state))
         say_trimmed(self.run_dir / "eval.csv", self.counters.frames, done)
         row = last_eval_row(self.run_dir / "eval.csv")
+        if state.get("evals") is None:  # counted from now on: what the curve holds
+            self.counters.evals = len(read_eval_rows(self.run_dir / "eval.csv"))
+        if state.get("evaluated_at") is None:  # recorded from now on
+            self.counters.evaluated_at = int(float(row["frames"])) if row else -1
         self.last_eval = float(row["return_mean"]) if row else float("nan")
         self.saved_at = self.counters.frames  # this state is on disk already

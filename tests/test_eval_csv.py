@@ -199,3 +199,23 @@ def test_a_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, c
         "250",
         "300",
     ]
+
+
+def test_a_finished_run_reports_and_completes_its_counted_last_row(tmp_path, capsys):
+    """A run killed after appending its final row but before the row's newline reached the
+    disk, with the checkpoint counting it: "Already finished" reports that row, not the one
+    before, and completes it, so the campaign's readers see the run as finished too."""
+    train(make_cfg("total_frames=300", "logger=none"), tmp_path)
+    path = tmp_path / "eval.csv"
+    text = path.read_text()
+    path.write_text(text.rstrip("\r\n"))
+    last_line = text.splitlines()[-1].split(",")  # frames,updates,return_mean,...
+    assert last_line[0] == "300"
+    capsys.readouterr()
+    done = train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
+    assert done.already_finished and done.last_eval_return == float(last_line[2])
+    assert "its last row, which the checkpoint counts, lacked its newline; completed." in (
+        capsys.readouterr().out
+    )
+    assert path.read_text().replace("\r\n", "\n") == text.replace("\r\n", "\n")
+    assert last_eval_row(path)["frames"] == "300"

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from helpers import DEVICES
@@ -12,6 +13,8 @@ from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 import sac_tr.agent as agent_module
 import sac_tr.train as train_module
 from sac_tr.checkpoint import buffer_dir, find_checkpoint, load_checkpoint
+from sac_tr.envs import make_env
+from sac_tr.evaluation import evaluate
 from sac_tr.faults import NonFiniteError, NonFiniteInjector
 from sac_tr.train import TrainingRun, train
 
@@ -185,6 +188,74 @@ def test_nan_guard_dropping_the_last_transition_before_a_checkpoint_still_saves(
     summary = train(make_cfg("pendulum", f"env.id={env_id}", "nan_guard=true", *FAULT), tmp_path)
     state = load_checkpoint(summary.checkpoint)
     assert summary.frames == 300 and state["skipped_transitions"] == 1
+
+
+@pytest.mark.parametrize(
+    "at, every, rows_before, rows_after",
+    [
+        # Frame 300 is the last: the stop's checkpoint at 300 precedes the final evaluation.
+        (300, 1000, [], ["300"]),
+        # Frame 200 is an evaluation frame: the checkpoint at 200 precedes that evaluation, and a
+        # resumed run would never cross 200 again.
+        (200, 100, ["100"], ["100", "200", "300"]),
+    ],
+    ids=["last-frame", "eval-frame"],
+)
+def test_a_fault_before_a_due_evaluation_leaves_it_to_the_resume(
+    tmp_path, capsys, at, every, rows_before, rows_after
+):
+    # What resuming such a stop (as its message says, or a campaign's resume=auto) must do: make
+    # that evaluation, not leave a hole or report "already finished" with no last row. The row a
+    # resume killed before its checkpoint would leave (made up here: 12345) is not counted.
+    env_id = _register(f"NaNAt{at}Pendulum-v1", at_steps={at}, target="reward")
+    fault = (f"env.id={env_id}", *FAULT, f"eval.every_frames={every}", "eval.max_steps=20")
+    with pytest.raises(NonFiniteError, match=f"frame {at}"):
+        train(make_cfg("pendulum", *fault), tmp_path)
+    stopped_at = find_checkpoint(tmp_path)
+    stopped = load_checkpoint(stopped_at)
+    assert stopped["frames"] == at and stopped["evals"] == len(rows_before)
+    assert [row[0] for row in eval_returns(tmp_path)] == rows_before
+    # The checkpoint's policy, evaluated here by hand on the recipe's evaluation environment.
+    cfg = make_cfg("pendulum", *fault)
+    agent = agent_module.make_agent(make_env(env_id, seed=cfg.seed), cfg, "cpu")
+    agent.loss.load_state_dict(stopped["loss"])
+    expected = evaluate(
+        make_env(env_id, seed=cfg.seed + 10_000),
+        agent.actor,
+        cfg.eval.episodes,
+        cfg.eval.max_steps,
+        seed=cfg.seed + 10_000,
+    ).mean()
+    with (tmp_path / "eval.csv").open("a") as f:
+        f.write(f"{at},{stopped['updates']},12345.0,0.0,2,1.0\n")
+    buffer_inode = buffer_dir(stopped_at).stat().st_ino
+
+    summary = train(make_cfg("pendulum", *fault, "resume=auto"), tmp_path)
+    out = capsys.readouterr().out
+    assert f"a fault stopped the run at {at} frames before the evaluation due there" in out
+    assert not summary.already_finished and summary.frames == 300
+    rows = eval_returns(tmp_path)
+    assert [row[0] for row in rows] == rows_after
+    assert float(rows[len(rows_before)][2]) == float(expected)  # the resume's, at `at`
+    again = train(make_cfg("pendulum", *fault, "resume=auto"), tmp_path)
+    assert again.already_finished and again.last_eval_return == summary.last_eval_return
+    if at == 300:  # the checkpoint at 300 written again: one more evaluation, nothing else
+        resaved = load_checkpoint(find_checkpoint(tmp_path))
+        assert resaved["evals"] == 1 and resaved["updates"] == stopped["updates"]
+        for key, value in stopped["loss"].items():  # the evaluation trained nothing
+            assert torch.equal(resaved["loss"][key], value), key
+        # The environment the run stopped in, for a later resume with more total_frames.
+        assert resaved["collector"] is not None
+        before, after = (
+            torch.utils._pytree.tree_flatten_with_path(state["collector"])[0]
+            for state in (stopped, resaved)
+        )
+        assert [path for path, _ in before] == [path for path, _ in after]
+        for (path, x), (_, y) in zip(before, after, strict=True):  # NaN: the stop's own reward
+            x, y = np.asarray(x), np.asarray(y)
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"), path
+        # The buffer (nothing added since the stop) was not written again.
+        assert buffer_dir(stopped_at).stat().st_ino == buffer_inode
 
 
 @pytest.mark.parametrize(

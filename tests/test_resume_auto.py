@@ -59,6 +59,27 @@ def test_a_curve_whose_checkpoints_are_gone_is_not_restarted_over(tmp_path):
     assert list_checkpoints(tmp_path / "checkpoints") == []  # nothing was trained
 
 
+def test_a_fresh_start_over_a_run_names_its_checkpoint_and_resume_auto(tmp_path):
+    """The same command again without resume (a fixed hydra.run.dir, a sweep config without
+    resume=auto) must not say the run has no checkpoint, nor start a second run over it."""
+    record = tmp_path / ".hydra" / "overrides.yaml"  # as hydra writes it before each launch
+    record.parent.mkdir()
+    record.write_text("- total_frames=200\n")
+    train(make_cfg("total_frames=200", "logger=none"), tmp_path)
+    curve = (tmp_path / "eval.csv").read_text()
+    saved = list_checkpoints(tmp_path / "checkpoints")
+    record.write_text("- total_frames=200\n- seed=7\n")  # the refused launch's
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg("total_frames=200", "logger=none", "seed=7"), tmp_path)
+    message = str(err.value)
+    assert f"already holds a run (its newest checkpoint: {saved[-1].name})" in message
+    assert "Add resume=auto to the same command" in message
+    assert "no checkpoint" not in message
+    assert (tmp_path / "eval.csv").read_text() == curve
+    assert list_checkpoints(tmp_path / "checkpoints") == saved
+    assert record.read_text() == "- total_frames=200\n"  # the run's own record, put back
+
+
 def test_a_changed_configuration_is_refused_naming_the_keys(tmp_path):
     train(make_cfg("total_frames=100", "logger=none"), tmp_path)
     with pytest.raises(ConfigError) as err:
