@@ -371,6 +371,44 @@ def test_an_actor_whose_every_probe_action_saturates_is_not_certified():
     assert loss.actor_sampler is None
 
 
+def _constant_head(actor, loc: float, scale_out: float) -> None:
+    """Set the actor's last Linear so that its output is ``loc`` then ``scale_out`` on every
+    state: the head maps ``scale_out`` to sigma."""
+    last = [m for m in actor.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([loc] * ACT_DIM + [scale_out] * ACT_DIM))
+
+
+def test_an_actor_whose_sigma_sits_at_a_relu_floor_is_refused_with_the_reason():
+    """relu(-1) = 0, clamped to NormalParamExtractor's scale_lb: sigma = 1e-4 on every state,
+    where TorchRL's log-density and the fast sampler's exact one differ by more than rounding."""
+    actor = hand_built_actor(head=NormalParamExtractor(scale_mapping="relu"))
+    _constant_head(actor, loc=0.5, scale_out=-1.0)
+    loss = build("v2", actor=actor)
+    path = accelerate(loss)["actor"]
+    assert path.startswith(
+        "reference path (probe: the actor's sigma is as small as 0.0001 on the probe batch, "
+        "below 0.001 (a scale mapping such as NormalParamExtractor's relu"
+    ), path
+    assert loss.actor_sampler is None
+    with pytest.raises(AccelerationError, match=r"sigma is as small as 0\.0001"):
+        accelerate(build("v2", actor=actor), "on")
+
+
+def test_a_given_action_is_scored_only_where_sigma_keeps_it_well_conditioned():
+    """sigma = exp(-3) = 0.05 on every state: accepted by the small-sigma check (>= 1e-3), but no
+    sampled action is one whose log-density TanhNormal.log_prob can recover to the probe's
+    tolerance, so the probe refuses rather than passing on no rows."""
+    actor = make_actor(action_spec(), OBS_DIM, hidden_sizes=HIDDEN)
+    _constant_head(actor, loc=0.0, scale_out=-3.0)  # ClampedLogStdNormalParams: log sigma
+    loss = build("v2", actor=actor)
+    assert accelerate(loss)["actor"] == (
+        "reference path (probe: every unsaturated sampled action has a sigma below 0.1 in some "
+        "dimension; cannot score the log-density)"
+    )
+
+
 def test_the_probe_seeds_and_restores_only_its_own_gpu(monkeypatch):
     """On ``cuda:2`` of four GPUs the probe forks and seeds the generators of the CPU and of
     ``cuda:2`` only (CPU stand-ins for the four CUDA generators, so this runs anywhere)."""

@@ -267,6 +267,7 @@ def probe_sampler(loss, sampler, widths: dict) -> None:
             pair,
         ),
     ]
+    _refuse_small_sigma(actor, params, td)
     _agree_in_modes(loss, "actor_sampler", actor, checks, leaves, device)
     with _modes(actor) as modes:
         for mode in modes:
@@ -274,19 +275,61 @@ def probe_sampler(loss, sampler, widths: dict) -> None:
                 action, log_prob = sampler.sample(td, params)
             with params.to_module(actor):
                 given = dist(td).log_prob(action.detach())
-            # Only where tanh is well away from +-1: there inverting the action is exact enough to
-            # score it (TanhNormal.log_prob inverts it; the sampler scores its pre-tanh value).
+                scale = _scale(actor, td)
+            # Scored only where inverting the action is exact enough: TanhNormal.log_prob
+            # recovers u = atanh(a) (the sampler scores its own pre-tanh u), off by about
+            # 6e-8 / (1 - tanh(u)^2) <= 3e-6 while |tanh(u)| < 0.99, and that error moves the
+            # log-density by about |eps| / sigma times it: <= 1e-4 for sigma >= 0.1 (within
+            # RTOL of a log-density of a few units), unbounded as sigma -> 0.
             low, high = sampler.plan.bounds(action)
             interior = ((2 * action - high - low) / (high - low)).abs().amax(-1) < 0.99
             if not interior.any():
                 raise UnsupportedNetworkError(
                     "probe: every sampled action saturates; cannot score the log-density"
                 )
+            scorable = interior & (scale.amin(-1) >= _SCORABLE_SIGMA)
+            if not scorable.any():
+                raise UnsupportedNetworkError(
+                    f"probe: every unsaturated sampled action has a sigma below {_SCORABLE_SIGMA:g} "
+                    "in some dimension; cannot score the log-density"
+                )
             _compare(
                 f"log-density of a given action ({mode} mode)",
-                [given[interior]],
-                [log_prob[interior]],
+                [given[scorable]],
+                [log_prob[scorable]],
             )
+
+
+_SCORABLE_SIGMA = 0.1  # see probe_sampler: where a given action's log-density is well conditioned
+_SMALL_SIGMA = 1e-3  # below it, TorchRL's log-density loses digits the fast sampler keeps
+
+
+def _scale(actor, td: TensorDictBase) -> torch.Tensor:
+    """The actor's sigma on ``td`` (its parameters in place), as its network gives it: the
+    second key the distribution reads (``squashed_gaussian_plan`` checked them: loc, scale)."""
+    net = actor.module[0]
+    return net(td.select(*net.in_keys).copy()).get(net.out_keys[1]).detach()
+
+
+def _refuse_small_sigma(actor, params: TensorDictBase, td: TensorDictBase) -> None:
+    """Refuse an actor whose sigma on the probe batch, in train or in eval mode, is below
+    ``_SMALL_SIGMA``: there TorchRL's ``TanhNormal`` recomputes ``(u - mu) / sigma`` from a rounded
+    ``u = mu + sigma eps``, losing about 6e-8 |u| / sigma of ``eps`` (with |u| near 1, about 1e-4
+    of a dimension's log-density at sigma = 1e-3, growing as 1 / sigma), digits that the fast
+    sampler's exact log-density (eq. 21, from ``eps`` itself) keeps: the same formula, numbers
+    that can differ by more than ``RTOL``. A scale mapping with a floor (NormalParamExtractor's
+    relu, clamped at ``scale_lb`` = 1e-4) lives there. States and next states are looked at."""
+    batches = (td, td.get("next"))  # sample_pair acts on both
+    with torch.no_grad(), params.to_module(actor), _modes(actor) as modes:
+        smallest = min(float(_scale(actor, batch).min()) for _ in modes for batch in batches)
+    if smallest < _SMALL_SIGMA:
+        raise UnsupportedNetworkError(
+            f"probe: the actor's sigma is as small as {smallest:.2g} on the probe batch, below "
+            f"{_SMALL_SIGMA:g} (a scale mapping such as NormalParamExtractor's relu stops at its "
+            "floor scale_lb), where TorchRL's TanhNormal scores (u - mu) / sigma from a rounded "
+            "u and the fast sampler's exact log-density can differ from it by more than the "
+            "probe's tolerance; the reference path computes exactly what your module computes"
+        )
 
 
 def probe_policy(actor: TensorDictModuleBase, policy: TensorDictModuleBase, widths: dict) -> None:
