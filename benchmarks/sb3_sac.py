@@ -41,11 +41,9 @@ from sac_tr.eval_csv import (
     last_eval_row,
     trim_eval_csv,
 )
-from sac_tr.evaluation import evaluate
+from sac_tr.evaluation import EVAL_SEED_OFFSET, evaluate
 from sac_tr.tracking import EvalCSV
 from sac_tr.train import say_trimmed
-
-EVAL_SEED_OFFSET = 10_000  # the recipe's eval environment: seed + 10_000
 
 
 def sb3_actor(model) -> TensorDictModule:

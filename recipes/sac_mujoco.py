@@ -20,6 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from sac_tr.accel import AccelerationError
 from sac_tr.checkpoint import CheckpointError
 from sac_tr.config import ConfigError
 from sac_tr.eval_csv import EvalCSVError
@@ -35,7 +36,7 @@ def main(cfg: DictConfig) -> None:
     output_dir = HydraConfig.get().runtime.output_dir
     try:
         summary = train(cfg, output_dir)
-    except (ConfigError, CheckpointError, EvalCSVError) as err:
+    except (ConfigError, CheckpointError, EvalCSVError, AccelerationError) as err:
         remove_if_unused(output_dir)  # nothing ran: leave no empty run directory behind
         print(f"sac_mujoco: {err}", file=sys.stderr)
         sys.exit(2)

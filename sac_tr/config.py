@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sac_tr.accel import MODES as ACCELERATE_MODES
 from sac_tr.components import (
@@ -23,7 +23,7 @@ from sac_tr.envs import check_env_id
 from sac_tr.schema import config_schema, default_config_dir, unknown_keys
 from sac_tr.tracking import BACKENDS, WANDB_MODES
 
-__all__ = ["ConfigError", "resolve_device", "validate_config"]
+__all__ = ["ConfigError", "resolve_device", "validate_config", "validate_evaluate_config"]
 
 # The keys each built-in loss reads from cfg.loss (beyond name and gamma).
 LOSS_KEYS = {
@@ -329,3 +329,25 @@ def cfg_get(cfg: DictConfig, dotted: str) -> Any:
     for part in dotted.split("."):
         node = node[part]
     return node
+
+
+def validate_evaluate_config(cfg: DictConfig) -> None:
+    """Check ``recipes/evaluate.py``'s settings before any checkpoint is read or environment
+    built; raise one ``ConfigError`` listing all problems. ``episodes``, ``max_steps`` and
+    ``seed`` may be null: the run's own evaluation settings then apply."""
+    problems: list[str] = []
+    if OmegaConf.is_missing(cfg, "checkpoint") or cfg.checkpoint in (None, ""):
+        problems.append(
+            "checkpoint: required: give a checkpoint file or a run directory, e.g. "
+            "checkpoint=runs/hopper/<run>."
+        )
+    for key in ("episodes", "max_steps"):
+        if cfg[key] is not None:
+            _positive_int(problems, key, cfg[key])
+    if cfg.seed is not None:
+        _positive_int(problems, "seed", cfg.seed, allow_zero=True)
+    if not isinstance(cfg.video, bool):
+        problems.append(f"video={cfg.video!r}: must be true or false.")
+    _check_device(problems, cfg.device)
+    if problems:
+        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))

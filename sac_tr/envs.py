@@ -6,6 +6,7 @@ import os
 import warnings
 
 import gymnasium as gym
+import numpy as np
 from torchrl.envs import (
     Compose,
     DoubleToFloat,
@@ -17,7 +18,7 @@ from torchrl.envs import (
 
 from sac_tr.signatures import accepted_arguments
 
-__all__ = ["check_env_id", "make_env", "observation_dim"]
+__all__ = ["check_env_id", "check_spaces", "make_env", "observation_dim"]
 
 
 def check_env_id(env_id: str) -> None:
@@ -30,9 +31,35 @@ def check_env_id(env_id: str) -> None:
     if env_id not in gym.registry:
         raise ValueError(f"Unknown environment id {env_id!r}.{hint}")
     try:
-        gym.make(env_id).close()
+        env = gym.make(env_id)
     except (ImportError, gym.error.Error) as err:
         raise ValueError(f"Environment id {env_id!r} cannot be made here: {err}.{hint}") from err
+    try:
+        check_spaces(env_id, env.observation_space, env.action_space)
+    finally:
+        env.close()
+
+
+def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
+    """Raise a clear error unless the task has what SAC acts on here: a flat ``Box`` of
+    observations and a flat ``Box`` of actions with finite bounds (the policy squashes a Gaussian
+    into them, paper appendix C)."""
+    boxes = "e.g. Pendulum-v1, MountainCarContinuous-v0 or the MuJoCo tasks (HalfCheetah-v5, ...)"
+    if not (
+        isinstance(action_space, gym.spaces.Box)
+        and len(action_space.shape) == 1
+        and np.isfinite(action_space.low).all()
+        and np.isfinite(action_space.high).all()
+    ):
+        raise ValueError(
+            f"Environment id {env_id!r} has the action space {action_space}: SAC here acts in a "
+            f"flat Box of continuous actions with finite bounds ({boxes})."
+        )
+    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
+        raise ValueError(
+            f"Environment id {env_id!r} has the observation space {observation_space}: SAC here "
+            f"reads a flat Box of observations ({boxes}; wrap the task to flatten them)."
+        )
 
 
 def make_env(

@@ -1,9 +1,11 @@
 """End-to-end runs of the SAC recipe on Pendulum-v1: outputs, W&B offline, resume, bad config."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import DEVICES
@@ -122,6 +124,9 @@ def test_truncated_checkpoint_is_named_and_the_previous_one_still_resumes(tmp_pa
     [
         ("env.id=HalfCheetah-v3", "'HalfCheetah-v3' cannot be made here.*HalfCheetah-v5"),
         ("env.id=Nope-v0", "Unknown environment id 'Nope-v0'"),
+        ("env.id=CartPole-v1", r"'CartPole-v1' has the action space Discrete\(2\): SAC here acts"),
+        ("env.id=Blackjack-v1", r"'Blackjack-v1' has the action space Discrete\(2\)"),
+        ("env.id=FrozenLake-v1", r"'FrozenLake-v1' has the action space Discrete\(4\)"),
         ("batch_size=-4", r"batch_size=-4: must be a positive integer"),
         ("loss.gamma=1.5", r"loss.gamma=1.5: must be in \[0, 1\)"),
         ("target_update.kind=polyak", "target_update.kind='polyak'"),
@@ -157,6 +162,39 @@ def test_recipe_command_line_rejects_bad_and_unknown_keys(tmp_path):
     assert missing_env.returncode != 0 and "cartpole" in missing_env.stderr
 
 
+def test_accelerate_on_refusing_a_users_network_exits_with_the_reason(tmp_path):
+    """accelerate=on and a critic it cannot accelerate (LayerNorm): the reason on stderr, exit
+    2, no traceback, and no run directory left behind (it is known once the agent is built)."""
+    (tmp_path / "normed_parts.py").write_text(
+        "from torch import nn\n"
+        "from torchrl.modules import MLP, ValueOperator\n\n\n"
+        "def make_normed_qvalue(observation_dim, action_dim, *, hidden_sizes, activation):\n"
+        "    net = MLP(in_features=observation_dim + action_dim, out_features=1,\n"
+        "              num_cells=list(hidden_sizes), activation_class=activation,\n"
+        "              norm_class=nn.LayerNorm, norm_kwargs={'normalized_shape': hidden_sizes[0]})\n"
+        "    return ValueOperator(net, in_keys=['observation', 'action'])\n"
+    )
+    refused = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "sac_mujoco.py"),
+            "env=pendulum",
+            "accelerate=on",
+            "critic.target=normed_parts.make_normed_qvalue",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "sac_mujoco: accelerate=on: Q (ValueOperator) cannot be accelerated" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_evaluate_recipe_reports_the_saved_policy(tmp_path):
     train(make_cfg("total_frames=200", "logger=none"), tmp_path)
     done = subprocess.run(
@@ -184,6 +222,40 @@ def test_evaluate_recipe_reports_the_saved_policy(tmp_path):
         timeout=120,
     )
     assert missing.returncode == 2 and "No checkpoint at '/nope'" in missing.stderr
+
+
+def test_evaluate_recipe_remakes_the_runs_own_evaluation_and_checks_its_input(tmp_path):
+    """With no episodes/max_steps/seed, evaluate.py makes the run's own evaluation again, in
+    another process: its return is the run's eval.csv row at that checkpoint, to the digit."""
+    train(make_cfg("total_frames=200", "logger=none"), tmp_path)
+    logged = (tmp_path / "eval.csv").read_text().splitlines()[-1].split(",")  # frames,updates,mean
+    assert logged[0] == "200"
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "recipes" / "evaluate.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = run(f"checkpoint={tmp_path}")
+    assert done.returncode == 0, done.stderr
+    assert f"deterministic return {float(logged[2]):.1f}" in done.stdout
+    assert (
+        f"own evaluation at 200 frames ({tmp_path / 'eval.csv'}): {float(logged[2]):.1f}; this one is the same."
+        in done.stdout
+    )
+    bad = run("episodes=0", "max_steps=-2", "device=cuda:99")
+    assert bad.returncode == 2
+    for problem in (
+        "checkpoint: required",
+        "episodes=0: must be a positive integer",
+        "max_steps=-2: must be a positive integer",
+        "device=cuda:99",
+    ):
+        assert problem in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_sac_v2_trains_through_the_same_recipe(tmp_path):
@@ -271,3 +343,17 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
         "/unused",
     )
     assert resumed.frames == state["frames"] + 50 and resumed.updates == state["updates"] + 50
+
+
+def test_an_observation_space_sac_cannot_read_is_named():
+    """A Box of actions but a Dict of observations (a goal-conditioned task, say)."""
+    from gymnasium import spaces
+
+    from sac_tr.envs import check_spaces
+
+    observations = spaces.Dict({"position": spaces.Box(-1, 1, (2,))})
+    with pytest.raises(ValueError, match=r"'Goal-v0' has the observation space Dict\("):
+        check_spaces("Goal-v0", observations, spaces.Box(-1, 1, (2,)))
+    with pytest.raises(ValueError, match=r"action space Box\(-inf, inf"):
+        check_spaces("Free-v0", spaces.Box(-1, 1, (3,)), spaces.Box(-np.inf, np.inf, (2,)))
+    check_spaces("Fine-v0", spaces.Box(-1, 1, (3,)), spaces.Box(-2, 2, (2,)))  # no error
