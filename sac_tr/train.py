@@ -585,7 +585,8 @@ class TrainingRun:
         self.counters.wall_time_s = self._wall_time()
         started = time.perf_counter()
         # First: a checkpoint file implies its buffer is whole. A buffer already saved at these
-        # frames (the resumed checkpoint's, before its final evaluation) holds what D holds.
+        # frames (the resumed checkpoint's, saved again after the evaluation due there: see
+        # evaluation_due) holds what D holds.
         same_buffer = self.saved_at == self.counters.frames and buffer_dir(path).is_dir()
         if self.cfg.checkpoint.save_buffer and not same_buffer:
             save_buffer(self.buffer, buffer_dir(path))
