@@ -121,8 +121,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     ``total_frames`` returns at once with ``already_finished=True``. A checkpoint a fault stop
     wrote before an evaluation due at its frames (``evaluation_due``) makes that evaluation first.
     """
-    validate_config(cfg)  # fail on a typo before any environment or network is built
     launch_dir = run_dir = Path(run_dir)
+    try:
+        validate_config(cfg)  # fail on a typo before any environment or network is built
+    except ConfigError:
+        _put_back_run_record(launch_dir)  # launched in place: hydra wrote this command there
+        raise
     launch = read_hydra_files(launch_dir)  # this command, as hydra recorded it (none outside hydra)
     resumed, due = None, False
     path = resolve_resume(cfg.resume, run_dir)
@@ -273,10 +277,7 @@ def refuse_fresh_start_over_a_run(run_dir: Path) -> None:
     row = last_eval_row(run_dir / "eval.csv")
     saved = list_checkpoints(run_dir / "checkpoints")
     if saved:
-        try:  # hydra has just written this launch's record over the run's own: put it back
-            _keep_run_record(run_dir, load_checkpoint(saved[-1]))
-        except CheckpointError:  # unreadable: resume=auto will name it and the one before
-            pass
+        _put_back_run_record(run_dir)
         raise ConfigError(
             f"{run_dir} already holds a run (its newest checkpoint: {saved[-1].name}), and resume "
             "is not set: a fresh run there would mix two runs' curves and checkpoints. Add "
@@ -290,6 +291,17 @@ def refuse_fresh_start_over_a_run(run_dir: Path) -> None:
             "checkpoint to continue from: a fresh run there would mix two curves in one file. "
             "Move eval.csv (or the whole directory) aside, or give this run another directory."
         )
+
+
+def _put_back_run_record(run_dir: Path) -> None:
+    """A refused launch in a directory that holds a run: hydra has just written this launch's
+    ``.hydra/`` record over the run's own; put it back from the newest checkpoint."""
+    saved = list_checkpoints(run_dir / "checkpoints")
+    if saved:
+        try:
+            _keep_run_record(run_dir, load_checkpoint(saved[-1]))
+        except CheckpointError:  # unreadable: resume=auto will name it and the one before
+            pass
 
 
 def _keep_run_record(run_dir: Path, state: dict) -> None:

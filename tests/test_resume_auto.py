@@ -80,6 +80,23 @@ def test_a_fresh_start_over_a_run_names_its_checkpoint_and_resume_auto(tmp_path)
     assert record.read_text() == "- total_frames=200\n"  # the run's own record, put back
 
 
+def test_an_invalid_launch_in_a_runs_directory_puts_its_record_back(tmp_path):
+    """validate_config refuses before any resume logic; hydra has already written the refused
+    command's .hydra/ over the run's own, which sac_tr.analysis reads to group runs."""
+    record = tmp_path / ".hydra" / "overrides.yaml"
+    record.parent.mkdir()
+    config = tmp_path / ".hydra" / "config.yaml"
+    record.write_text("- total_frames=200\n")
+    config.write_text("seed: 0\n")
+    train(make_cfg("total_frames=200", "logger=none"), tmp_path)
+    record.write_text("- total_frames=200\n- seed=-1\n")  # as hydra writes the refused launch's
+    config.write_text("seed: -1\n")
+    with pytest.raises(ConfigError, match="seed"):
+        train(make_cfg("total_frames=200", "logger=none", "seed=-1", "resume=auto"), tmp_path)
+    assert record.read_text() == "- total_frames=200\n"
+    assert config.read_text() == "seed: 0\n"
+
+
 def test_a_changed_configuration_is_refused_naming_the_keys(tmp_path):
     train(make_cfg("total_frames=100", "logger=none"), tmp_path)
     with pytest.raises(ConfigError) as err:
@@ -166,6 +183,10 @@ def test_refused_and_resumed_runs_leave_no_empty_run_directory_and_the_runs_reco
     # Refused in place (another batch size): the run's record is put back.
     changed = _recipe("total_frames=200", "batch_size=16", *same)
     assert changed.returncode == 2 and "batch_size: saved 32, now 16" in changed.stderr
+    assert _hydra_record(run) == record
+    # Refused in place by validate_config (before any resume logic): the same.
+    invalid = _recipe("total_frames=200", "batch_size=0", *same)
+    assert invalid.returncode == 2 and "batch_size=0" in invalid.stderr
     assert _hydra_record(run) == record
     # Continued from elsewhere (resume=PATH): no empty directory beside it, and the run's record
     # becomes the command that continued it.
