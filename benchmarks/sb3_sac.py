@@ -42,6 +42,7 @@ from sac_tr.eval_csv import (
     trim_eval_csv,
 )
 from sac_tr.evaluation import EVAL_SEED_OFFSET, evaluate
+from sac_tr.run_lock import RunDirInUseError, hold_run_dir
 from sac_tr.tracking import EvalCSV
 from sac_tr.train import say_trimmed
 
@@ -230,17 +231,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     try:
-        signum = train_sb3(
-            args.env_id,
-            args.seed,
-            args.frames,
-            args.eval_every,
-            args.dir,
-            episodes=args.episodes,
-            checkpoint_every=args.checkpoint_every,
-            sb3_kwargs=json.loads(args.kwargs),
-        )
-    except EvalCSVError as err:  # a refused resume: before any training
+        with hold_run_dir(args.dir):  # one process per run directory, as sac_tr's own runs
+            signum = train_sb3(
+                args.env_id,
+                args.seed,
+                args.frames,
+                args.eval_every,
+                args.dir,
+                episodes=args.episodes,
+                checkpoint_every=args.checkpoint_every,
+                sb3_kwargs=json.loads(args.kwargs),
+            )
+    except (EvalCSVError, RunDirInUseError) as err:  # refused: before any training
         print(f"sb3_sac: {err}", file=sys.stderr)
         sys.exit(2)
     if signum is not None:

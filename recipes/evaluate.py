@@ -56,10 +56,16 @@ def main(cfg: DictConfig) -> None:
     print(
         f"{train_cfg.env.id}, checkpoint at {state['frames']} frames ({path}): deterministic return "
         f"{returns.mean():.1f} +- {returns.std(unbiased=False):.1f} over {chosen['episodes']} "
-        f"episodes (min {returns.min():.1f}, max {returns.max():.1f}; seed {chosen['seed']}, "
+        f"episode{'s' if chosen['episodes'] != 1 else ''} (min {returns.min():.1f}, max "
+        f"{returns.max():.1f}; seed {chosen['seed']}, "
         f"at most {chosen['max_steps']} steps)"
     )
-    if chosen == own and path.parent.name == "checkpoints":  # not one set aside in abandoned/
+    if chosen != own:
+        other = ", ".join(
+            f"{k}={chosen[k]} (the run's: {own[k]})" for k in own if chosen[k] != own[k]
+        )
+        print(f"(not compared with the run's eval.csv: {other})")
+    elif path.parent.name == "checkpoints":  # not one set aside in abandoned/
         say_run_row(path.parent.parent / "eval.csv", int(state["frames"]), float(returns.mean()))
     if cfg.video:
         video_path = Path(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,6 +26,7 @@ from sac_tr.checkpoint import CheckpointError
 from sac_tr.config import ConfigError
 from sac_tr.eval_csv import EvalCSVError
 from sac_tr.run_dirs import remove_if_unused
+from sac_tr.run_lock import RunDirInUseError
 from sac_tr.signals import forward_signal
 from sac_tr.train import train
 
@@ -36,6 +38,11 @@ def main(cfg: DictConfig) -> None:
     output_dir = HydraConfig.get().runtime.output_dir
     try:
         summary = train(cfg, output_dir)
+    except RunDirInUseError as err:  # that directory is another process's run: leave it be
+        if Path(err.run_dir).resolve() != Path(output_dir).resolve():
+            remove_if_unused(output_dir)  # resume=PATH launched elsewhere
+        print(f"sac_mujoco: {err}", file=sys.stderr)
+        sys.exit(2)
     except (ConfigError, CheckpointError, EvalCSVError, AccelerationError) as err:
         remove_if_unused(output_dir)  # nothing ran: leave no empty run directory behind
         print(f"sac_mujoco: {err}", file=sys.stderr)

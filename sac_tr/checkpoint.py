@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -155,12 +156,31 @@ def load_checkpoint(
             f"resume from the previous one: {str(older[-1])!r}" if older else "use an earlier one"
         )
         raise CheckpointError(
-            f"Could not read checkpoint {str(path)!r} ({type(err).__name__}: {err}). "
+            f"Could not read checkpoint {str(path)!r} ({_why_unreadable(err)}). "
             f"It may be truncated or not a sac_tr checkpoint; {hint}."
         ) from err
     if not isinstance(state, dict) or "frames" not in state:
         raise CheckpointError(f"{str(path)!r} is not a sac_tr checkpoint (no 'frames' entry).")
     return state
+
+
+def _why_unreadable(err: Exception) -> str:
+    """``torch.load``'s error in one line. A file holding pickled objects (a whole model saved
+    with ``torch.save(model)``, or worse) is named by the first object torch refused, without
+    torch's advice to load it with ``weights_only=False``: sac_tr never runs a file's pickled
+    code."""
+    text = str(err)
+    found = re.search(r"GLOBAL (\S+)", text)
+    if found:
+        return f"it holds a pickled {found.group(1)}; a sac_tr checkpoint holds tensors only"
+    if "weights_only" in text or "Weights only" in text:
+        found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+        detail = f": {found.group(1)[:200]}" if found else ""
+        return (
+            f"it holds objects that are not tensors{detail}; a sac_tr checkpoint holds tensors only"
+        )
+    first = (text.strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first[:200]}"
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sac_tr.checkpoint import PREFIX, SUFFIX, find_checkpoint, list_checkpoints
+from sac_tr.run_lock import LOCK_NAME
 
 __all__ = [
     "RESUMABLE_KEYS",
@@ -100,9 +103,11 @@ _MISSING = object()
 
 def remove_if_unused(run_dir: str | os.PathLike) -> bool:
     """Delete a run directory that holds nothing but what hydra writes before a run starts (its
-    ``.hydra/`` folder and an empty log): left by a run refused at validation, or by a resume that
-    continued in the original directory; with it, the parents under ``./runs`` (and ``runs/``
-    itself) it leaves empty. Returns whether it was deleted."""
+    ``.hydra/`` folder and an empty log) and ``sac_tr.run_lock``'s lock file: left by a run
+    refused before it trained (never call it for a ``RunDirInUseError``: the directory is the
+    holder's, however empty it looks yet), or by a resume that continued in the original
+    directory; with it, the parents under ``./runs`` (and ``runs/`` itself) it leaves empty.
+    Returns whether it was deleted."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return False
@@ -110,6 +115,8 @@ def remove_if_unused(run_dir: str | os.PathLike) -> bool:
         if entry.name == ".hydra":
             continue
         if entry.is_file() and entry.suffix == ".log" and entry.stat().st_size == 0:
+            continue
+        if entry.name == LOCK_NAME:  # sac_tr.run_lock's, taken before the run was refused
             continue
         return False
     shutil.rmtree(run_dir)
@@ -121,6 +128,23 @@ def remove_if_unused(run_dir: str | os.PathLike) -> bool:
         if parent == runs:
             break
     return True
+
+
+def launch_record(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, str]:
+    """This launch's ``.hydra/`` record (``read_hydra_files``'s form), ``cfg`` being the task's
+    configuration. Under hydra, made in memory as hydra writes the files: the files on disk may
+    already be another launch's, written over them by a second launch into the same directory
+    (refused then by ``sac_tr.run_lock``). Outside hydra, the files in ``run_dir`` (none)."""
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        here = Path(hydra.runtime.output_dir).resolve() == Path(run_dir).resolve()
+        if here and hydra.output_subdir == ".hydra":
+            return {
+                "config.yaml": OmegaConf.to_yaml(cfg),
+                "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra})),
+                "overrides.yaml": OmegaConf.to_yaml(hydra.overrides.task),
+            }
+    return read_hydra_files(run_dir)
 
 
 def read_hydra_files(run_dir: str | os.PathLike) -> dict[str, str]:
@@ -149,8 +173,10 @@ def write_hydra_files(run_dir: str | os.PathLike, files: Mapping[str, str]) -> l
     for name, text in files.items():
         target = folder / name
         if name in HYDRA_FILES and target.is_file() and target.read_text() != text:
-            tmp = target.with_name(name + ".tmp")
-            tmp.write_text(text)
+            # a name of its own: a refused launch may put the record back at the same time
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
             os.replace(tmp, target)
             written.append(name)
     return written

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import random
+import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from tqdm import tqdm
@@ -58,11 +60,13 @@ from sac_tr.run_dirs import (
     added_keys,
     checkpoint_frames,
     config_differences,
+    launch_record,
     read_hydra_files,
     resolve_resume,
     restore_hydra_files,
     write_hydra_files,
 )
+from sac_tr.run_lock import RunDirInUseError, hold_run_dir
 from sac_tr.signals import StopOnSignal
 from sac_tr.threads import ThreadGovernor
 from sac_tr.tracking import EvalCSV, log_metrics, log_video_file, make_logger
@@ -120,17 +124,43 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     where they stopped, in the original run directory. A run whose checkpoint is already at
     ``total_frames`` returns at once with ``already_finished=True``. A checkpoint a fault stop
     wrote before an evaluation due at its frames (``evaluation_due``) makes that evaluation first.
+    One process trains in a run directory at a time: a launch into one another process holds
+    raises ``RunDirInUseError`` (``sac_tr.run_lock``) before anything is built.
     """
-    launch_dir = run_dir = Path(run_dir)
+    launch_dir = Path(run_dir)
     try:
         validate_config(cfg)  # fail on a typo before any environment or network is built
     except ConfigError:
         _put_back_run_record(launch_dir)  # launched in place: hydra wrote this command there
         raise
-    launch = read_hydra_files(launch_dir)  # this command, as hydra recorded it (none outside hydra)
+    launch = launch_record(cfg, launch_dir)  # this command, as hydra records it (none outside)
+    found = resolve_resume(cfg.resume, launch_dir)
+    held = launch_dir if found is None else found.parent.parent  # the directory the run writes
+    in_place = held.resolve() == launch_dir.resolve()
+    try:
+        with hold_run_dir(held, record=launch if in_place else None):
+            return _train(cfg, launch_dir, launch, held)
+    except RunDirInUseError as err:
+        if in_place and err.record:  # hydra wrote this launch's record over the holder's
+            write_hydra_files(held, err.record)
+        elif in_place:  # a holder from before records were kept in the lock: its checkpoint's
+            _put_back_run_record(held)
+        raise
+
+
+def _train(cfg: DictConfig, launch_dir: Path, launch: dict[str, str], held: Path) -> TrainSummary:
+    """``train`` once its configuration is valid and this process holds ``held``, the directory
+    the run writes."""
+    run_dir = launch_dir
     resumed, due = None, False
-    path = resolve_resume(cfg.resume, run_dir)
+    path = resolve_resume(cfg.resume, run_dir)  # again, now that no other process writes there
+    if (path.parent.parent if path else launch_dir).resolve() != held.resolve():
+        raise ConfigError(f"{held}: its checkpoints changed during the launch; launch it again.")
+    if launch and held.resolve() == launch_dir.resolve():
+        write_hydra_files(launch_dir, launch)  # a launch refused meanwhile may have written there
     if path is None:
+        if str(cfg.resume) == "auto":
+            restart_before_first_checkpoint(run_dir, cfg)
         refuse_fresh_start_over_a_run(run_dir)
     if path is not None:
         run_dir = path.parent.parent  # the run continues in its own directory
@@ -217,10 +247,21 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
             f"({len(differing)} key(s) differ; only {', '.join(_MAY_CHANGE)} may change):\n"
             + "\n".join(lines)
             + "\nRerun with the saved values, or give the new configuration its own run directory."
+            + _saved_overrides(state)
         )
     added = added_keys(state["config"], cfg)
     if added:  # options this sac_tr has and the run's did not: said, not silently taken
         print(f"Resuming {path}: keys new since it was written, at today's values: {added}")
+
+
+def _saved_overrides(state: dict) -> str:
+    """The command-line overrides the run was last launched with, as hydra recorded them, to
+    copy into the command that continues it ("" outside hydra)."""
+    text = (state.get("hydra_files") or {}).get("overrides.yaml")
+    overrides = yaml.safe_load(text) if text else None
+    if not overrides:
+        return ""
+    return "\nThe run was last launched with: " + " ".join(shlex.quote(str(o)) for o in overrides)
 
 
 def say_nan_guard_switch(state: dict, cfg: DictConfig, path: Path) -> None:
@@ -268,6 +309,25 @@ def eval_columns(cfg: DictConfig) -> tuple[str, ...]:
     return EvalCSV.STOCHASTIC if cfg.eval.stochastic else ()
 
 
+def restart_before_first_checkpoint(run_dir: Path, cfg: DictConfig) -> None:
+    """``resume=auto`` where a run was stopped before its first checkpoint could be written (a
+    kill -9, an out-of-memory kill, a lost node): no checkpoint, and evaluations only up to the
+    first checkpoint's frames. The run starts again, and its evaluations are made again (on the
+    CPU, the same numbers), so the ones on disk are dropped, and said."""
+    first = min(int(cfg.checkpoint.every_frames), int(cfg.total_frames))
+    row = last_eval_row(run_dir / "eval.csv")
+    if list_checkpoints(run_dir / "checkpoints") or row is None:
+        return
+    frames = int(float(row["frames"]))
+    if frames > first:  # later than any first checkpoint: its checkpoints were removed
+        return
+    done = trim_eval_csv(run_dir / "eval.csv", 0, evaluations=None)
+    print(
+        f"Starting {run_dir} again: it was stopped before its first checkpoint (due at {first:,} "
+        f"frames); the {done.dropped} evaluation(s) it made, up to {frames:,} frames, are made again."
+    )
+
+
 def refuse_fresh_start_over_a_run(run_dir: Path) -> None:
     """Refuse a fresh start in a directory that holds a run: checkpoints (named, with
     ``resume=auto`` to continue them), or an ``eval.csv`` with evaluations. With no checkpoint to
@@ -276,6 +336,17 @@ def refuse_fresh_start_over_a_run(run_dir: Path) -> None:
     its own checkpoint, deleting the first curve."""
     row = last_eval_row(run_dir / "eval.csv")
     saved = list_checkpoints(run_dir / "checkpoints")
+    numbered = [  # the same run in a sweep directory named by job number (sac_tr before 2026-12-03)
+        d
+        for d in sorted(run_dir.parent.glob(f"*_{run_dir.name}"))
+        if d.name.split("_")[0].isdigit() and list_checkpoints(d / "checkpoints")
+    ]
+    if not saved and row is None and numbered:
+        raise ConfigError(
+            f"{run_dir} is new, but {numbered[0]} beside it holds this job's run under the name "
+            "an older sac_tr gave it (with the job number in front). To continue it rather than "
+            f"start again: mv {numbered[0]} {run_dir} (then the same command again)."
+        )
     if saved:
         _put_back_run_record(run_dir)
         raise ConfigError(
@@ -615,6 +686,12 @@ class TrainingRun:
             "hydra_files": self.hydra_files,
         }
         self.checkpoint_path = save_checkpoint(state, path)
+        # a launch refused while this run held its directory (RunDirInUseError) left its own command
+        # in .hydra/ when the run had no checkpoint to put the record back from
+        try:
+            write_hydra_files(self.run_dir, self.hydra_files)
+        except OSError as err:  # the record is for reading runs back; training goes on
+            print(f"Note: {self.run_dir}/.hydra/ could not be rewritten ({err}).")
         cost = {"checkpoint/seconds": time.perf_counter() - started}
         cost["checkpoint/megabytes"] = checkpoint_bytes(path) / 2**20  # with its buffer
         log_metrics(self.logger, cost, self.counters.frames)
@@ -725,3 +802,13 @@ class TrainingRun:
             self.counters.evaluated_at = int(float(row["frames"])) if row else -1
         self.last_eval = float(row["return_mean"]) if row else float("nan")
         self.saved_at = self.counters.frames  # this state is on disk already
+        buffer = (
+            f"the replay buffer's {len(self.buffer):,} transitions"
+            if state.get("has_buffer")
+            else "an empty replay buffer (the checkpoint holds none)"
+        )
+        last = f"last evaluation {self.last_eval:.1f}" if row else "no evaluation yet"
+        print(
+            f"Resuming {self.run_dir} from {path.name}: {self.counters.frames:,} frames, "
+            f"{self.counters.updates:,} updates, {last}, {buffer}."
+        )

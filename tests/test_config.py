@@ -1,11 +1,13 @@
 """Bad input is refused before anything is built: keys the recipe does not know, devices this
 machine does not have."""
 
+import itertools
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
 from sac_tr.agent import make_agent
 from sac_tr.config import ConfigError, validate_config
@@ -120,3 +122,26 @@ def test_a_loss_with_v_still_has_its_value_builder_checked():
     assert not [
         n for n in make_agent(make_env(cfg.env.id), cfg, "cpu").notes if n.startswith("value")
     ]
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in ROOT.glob("configs/experiment/*")))
+def test_each_experiments_runs_get_their_own_directory_named_without_a_job_number(experiment):
+    """resume=auto continues the run in a job's directory: named by what the sweep varies, a job
+    finds its own run even when the sweep's lists change (with job numbers, another run's). The
+    jobs are the product of the sweeper's comma-separated lists, as hydra's basic sweeper makes
+    them; each job's ``hydra.sweep.subdir`` is resolved as hydra resolves it for that job."""
+    launch = [f"+experiment={experiment}"]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        params = compose("sac_mujoco", overrides=launch, return_hydra_config=True).hydra.sweeper
+        lists = [[f"{k}={v}" for v in str(vals).split(",")] for k, vals in params.params.items()]
+        names = []
+        try:
+            for job in itertools.product(*lists):
+                cfg = compose("sac_mujoco", overrides=[*launch, *job], return_hydra_config=True)
+                HydraConfig.instance().set_config(cfg)  # for ${hydra:runtime.choices.<group>}
+                names.append(cfg.hydra.sweep.subdir)
+        finally:
+            HydraConfig.instance().cfg = None  # as outside a hydra app, for the tests after
+    assert len(names) > 1
+    assert len(set(names)) == len(names), names  # no two jobs share a run directory
+    assert not any(name.split("_")[0].isdigit() for name in names), names

@@ -117,6 +117,17 @@ def test_truncated_checkpoint_is_named_and_the_previous_one_still_resumes(tmp_pa
     assert resumed.run_dir == tmp_path and resumed.frames == 300
     with pytest.raises(CheckpointError, match="No checkpoint"):
         load_checkpoint(tmp_path / "nowhere")
+    # A whole model saved with torch.save(model): named, without torch's weights_only=False advice
+    torch.save(torch.nn.Linear(2, 2), newest)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(newest)
+    assert "it holds a pickled torch.nn.modules.linear.Linear; a sac_tr checkpoint holds" in str(
+        err.value
+    )
+    assert "weights_only" not in str(err.value)
+    torch.save(os.system, newest)  # a file that would run code if unpickled
+    with pytest.raises(CheckpointError, match=r"it holds a pickled posix\.system; a sac_tr"):
+        load_checkpoint(newest)
 
 
 @pytest.mark.parametrize(
@@ -202,7 +213,7 @@ def test_evaluate_recipe_reports_the_saved_policy(tmp_path):
             sys.executable,
             str(ROOT / "recipes" / "evaluate.py"),
             f"checkpoint={tmp_path}",
-            "episodes=2",
+            "episodes=1",
             "max_steps=50",
             "video=true",
             f"video_path={tmp_path / 'play.mp4'}",
@@ -213,7 +224,10 @@ def test_evaluate_recipe_reports_the_saved_policy(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "Pendulum-v1, checkpoint at 200 frames" in done.stdout
-    assert "over 2 episodes" in done.stdout
+    assert "over 1 episode (" in done.stdout
+    # another evaluation than the run's own: said, instead of a comparison with its eval.csv
+    assert "(not compared with the run's eval.csv: episodes=1 (the run's: 2))" in done.stdout
+    assert "The run's own evaluation" not in done.stdout
     assert (tmp_path / "play.mp4").stat().st_size > 1000
     missing = subprocess.run(
         [sys.executable, str(ROOT / "recipes" / "evaluate.py"), "checkpoint=/nope"],

@@ -2,6 +2,7 @@
 what a resumed or refused run leaves behind (issue 13 item 1, issue 14 item 4)."""
 
 import csv
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +29,18 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_auto_starts_fresh_then_continues_then_skips_a_finished_run(tmp_path):
+def test_auto_starts_fresh_then_continues_then_skips_a_finished_run(tmp_path, capsys):
     first = train(make_cfg("total_frames=200", "logger=none", "resume=auto"), tmp_path)
     assert (first.frames, first.run_dir) == (200, tmp_path)
     saved = load_checkpoint(first.checkpoint)
-    # The same command with a larger budget continues from the newest checkpoint.
+    logged = float(_rows(tmp_path)[-1]["return_mean"])
+    capsys.readouterr()
+    # The same command with a larger budget continues from the newest checkpoint, and says so.
     more = train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
+    assert (
+        f"Resuming {tmp_path} from step_0000000200.pt: 200 frames, {saved['updates']} updates, "
+        f"last evaluation {logged:.1f}, the replay buffer's 200 transitions."
+    ) in capsys.readouterr().out
     state = load_checkpoint(more.checkpoint)
     assert (state["frames"], state["updates"]) == (300, saved["updates"] + 100)
     assert [int(r["frames"]) for r in _rows(tmp_path)] == [100, 200, 300]
@@ -57,6 +64,27 @@ def test_a_curve_whose_checkpoints_are_gone_is_not_restarted_over(tmp_path):
     assert "Move eval.csv (or the whole directory) aside" in str(err.value)
     assert (tmp_path / "eval.csv").read_text() == curve  # untouched
     assert list_checkpoints(tmp_path / "checkpoints") == []  # nothing was trained
+
+
+def test_auto_starts_again_a_run_stopped_before_its_first_checkpoint(tmp_path, capsys):
+    """kill -9 between the first evaluation and the first checkpoint: the same command starts
+    the run again and makes the same evaluations (the CPU is deterministic), not a refusal."""
+    cfg = ("total_frames=200", "logger=none", "checkpoint.every_frames=200", "resume=auto")
+    train(make_cfg(*cfg), tmp_path)
+    whole = [(r["frames"], r["return_mean"]) for r in _rows(tmp_path)]
+    assert [f for f, _ in whole] == ["100", "200"]
+    for path in list_checkpoints(tmp_path / "checkpoints"):  # as if killed before the save
+        path.unlink()
+    rows = (tmp_path / "eval.csv").read_text().splitlines()
+    (tmp_path / "eval.csv").write_text("\n".join(rows[:2]) + "\n")  # header, frame 100
+    capsys.readouterr()
+    again = train(make_cfg(*cfg), tmp_path)
+    assert (
+        "it was stopped before its first checkpoint (due at 200 frames); the 1 evaluation(s)"
+        in (capsys.readouterr().out)
+    )
+    assert again.frames == 200 and not again.already_finished
+    assert [(r["frames"], r["return_mean"]) for r in _rows(tmp_path)] == whole
 
 
 def test_a_fresh_start_over_a_run_names_its_checkpoint_and_resume_auto(tmp_path):
@@ -183,6 +211,9 @@ def test_refused_and_resumed_runs_leave_no_empty_run_directory_and_the_runs_reco
     # Refused in place (another batch size): the run's record is put back.
     changed = _recipe("total_frames=200", "batch_size=16", *same)
     assert changed.returncode == 2 and "batch_size: saved 32, now 16" in changed.stderr
+    launched = [o for o in (*FAST, "total_frames=100", *same) if not o.startswith("hydra.")]
+    pasted = " ".join(shlex.quote(o) for o in launched)  # network.hidden_sizes=[32,32] quoted
+    assert f"The run was last launched with: {pasted}" in changed.stderr
     assert _hydra_record(run) == record
     # Refused in place by validate_config (before any resume logic): the same.
     invalid = _recipe("total_frames=200", "batch_size=0", *same)
