@@ -44,7 +44,7 @@ from sac_tr.eval_csv import (
 from sac_tr.evaluation import EVAL_SEED_OFFSET, evaluate
 from sac_tr.run_lock import RunDirInUseError, hold_run_dir
 from sac_tr.tracking import EvalCSV
-from sac_tr.train import say_trimmed
+from sac_tr.train import restart_before_first_checkpoint, say_trimmed
 
 
 def sb3_actor(model) -> TensorDictModule:
@@ -82,6 +82,8 @@ def train_sb3(
     if meta["frames"] >= frames:
         print(f"Already finished: {run_dir} at {meta['frames']} frames.")
         return None
+    if not meta_file.exists():  # stopped before its first checkpoint: starts again
+        restart_before_first_checkpoint(run_dir, min(checkpoint_every, frames))
     if not meta_file.exists() and (row := last_eval_row(run_dir / "eval.csv")) is not None:
         raise EvalCSVError(
             f"{run_dir / 'eval.csv'} already holds evaluations (the last at {row['frames']} "
@@ -175,8 +177,32 @@ def train_sb3(
             elif old.is_file():
                 old.unlink()
 
+    saved = {"at": model.num_timesteps, "stopping": False}
+
+    def save_now() -> None:
+        save()
+        saved["at"], saved["stopping"] = model.num_timesteps, stop["signum"] is not None
+
     class Evaluate(BaseCallback):
+        """Evaluates when a step's frame count reaches a multiple of ``eval_every`` (as SB3's
+        own ``EvalCallback``, before SB3 stores that step and trains on it). Checkpoints at the
+        start of the next rollout instead: SB3 calls ``on_step`` before it stores the step's
+        transition and makes its gradient step, so a save there would lose both on resume.
+        A signal is answered the same way: the next rollout start saves, and the step after it
+        stops the run (that step is not saved: made again on resume)."""
+
+        def _on_rollout_start(self) -> None:
+            t = self.model.num_timesteps
+            if t // checkpoint_every > saved["at"] // checkpoint_every or (
+                stop["signum"] is not None and t != saved["at"]
+            ):
+                save_now()
+            elif stop["signum"] is not None:  # the signal came with the last save
+                saved["stopping"] = True
+
         def _on_step(self) -> bool:
+            if saved["stopping"]:
+                return False
             t = self.num_timesteps
             if t % eval_every == 0:
                 returns = evaluate(
@@ -194,9 +220,7 @@ def train_sb3(
                     episodes=episodes,
                     wall_time_s=round(wall0 + time.perf_counter() - start, 2),
                 )
-            if t % checkpoint_every == 0 or t >= frames or stop["signum"] is not None:
-                save()
-            return stop["signum"] is None
+            return True
 
     try:
         model.learn(
@@ -204,6 +228,8 @@ def train_sb3(
             callback=Evaluate(),
             reset_num_timesteps=False,
         )
+        if model.num_timesteps >= frames and saved["at"] != model.num_timesteps:
+            save_now()  # the last step stored and trained on: the finished run
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

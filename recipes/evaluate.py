@@ -11,18 +11,18 @@ that checkpoint; ``episodes``, ``max_steps`` and ``seed`` set others.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from sac_tr.agent import make_agent
-from sac_tr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from sac_tr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, run_dir_of
 from sac_tr.config import ConfigError, resolve_device, validate_evaluate_config
 from sac_tr.envs import make_env
 from sac_tr.eval_csv import EvalCSVError, read_eval_rows
 from sac_tr.evaluation import EVAL_SEED_OFFSET, evaluate, record_video
+from sac_tr.refusal import refuse
 from sac_tr.threads import ThreadGovernor
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -35,8 +35,7 @@ def main(cfg: DictConfig) -> None:
         path = find_checkpoint(cfg.checkpoint)
         state = load_checkpoint(path)
     except (ConfigError, CheckpointError) as err:
-        print(f"evaluate: {err}", file=sys.stderr)
-        sys.exit(2)
+        refuse("evaluate", err)
     ThreadGovernor(cfg.threads)  # auto: the cores not busy with other processes
     device = resolve_device(cfg.device)
     train_cfg = OmegaConf.create(state["config"])
@@ -65,11 +64,11 @@ def main(cfg: DictConfig) -> None:
             f"{k}={chosen[k]} (the run's: {own[k]})" for k in own if chosen[k] != own[k]
         )
         print(f"(not compared with the run's eval.csv: {other})")
-    elif path.parent.name == "checkpoints":  # not one set aside in abandoned/
+    elif path.parent.name == "checkpoints":  # not one set aside in abandoned/ (nor copied out)
         say_run_row(path.parent.parent / "eval.csv", int(state["frames"]), float(returns.mean()))
     if cfg.video:
         video_path = Path(
-            cfg.video_path or path.parent.parent / "videos" / f"playback_{state['frames']:09d}.mp4"
+            cfg.video_path or run_dir_of(path) / "videos" / f"playback_{state['frames']:09d}.mp4"
         )
         video_env = make_env(
             train_cfg.env.id,

@@ -13,6 +13,7 @@ Algorithm 1); the pieces it composes are the builders in ``sac_tr/``.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from sac_tr.accel import AccelerationError
 from sac_tr.checkpoint import CheckpointError
 from sac_tr.config import ConfigError
 from sac_tr.eval_csv import EvalCSVError
+from sac_tr.refusal import refuse
 from sac_tr.run_dirs import remove_if_unused
 from sac_tr.run_lock import RunDirInUseError
 from sac_tr.signals import forward_signal
@@ -41,12 +43,10 @@ def main(cfg: DictConfig) -> None:
     except RunDirInUseError as err:  # that directory is another process's run: leave it be
         if Path(err.run_dir).resolve() != Path(output_dir).resolve():
             remove_if_unused(output_dir)  # resume=PATH launched elsewhere
-        print(f"sac_mujoco: {err}", file=sys.stderr)
-        sys.exit(2)
+        refuse("sac_mujoco", err)
     except (ConfigError, CheckpointError, EvalCSVError, AccelerationError) as err:
         remove_if_unused(output_dir)  # nothing ran: leave no empty run directory behind
-        print(f"sac_mujoco: {err}", file=sys.stderr)
-        sys.exit(2)
+        refuse("sac_mujoco", err)
     if str(summary.run_dir) != str(output_dir):
         remove_if_unused(output_dir)  # resumed in the original run directory
     if summary.already_finished:
@@ -58,9 +58,9 @@ def main(cfg: DictConfig) -> None:
         return
     if summary.interrupted_by:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
-        command = " ".join(
-            ["python recipes/sac_mujoco.py", *overrides, f"resume={summary.run_dir}"]
-        )
+        command = shlex.join(
+            ["python", "recipes/sac_mujoco.py", *overrides, f"resume={summary.run_dir}"]
+        )  # quoted for the shell: an override may hold spaces, brackets or quotes
         print(
             f"Stopped by {summary.interrupted_by} at {summary.frames} frames ({summary.updates} updates); "
             f"checkpoint saved to {summary.checkpoint}.\nResume with: {command}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,6 +20,7 @@ import matplotlib
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from sac_tr.refusal import refuse
 from sac_tr.tabular import (
     expected_return,
     greedy_policy,
@@ -67,8 +67,7 @@ def main(cfg: DictConfig) -> None:
             mdp, cfg.gamma, cfg.alpha, tol=cfg.tol, max_iters=cfg.max_iters
         )
     except (ValueError, TypeError, gym.error.Error) as err:
-        print(f"soft_policy_iteration: {err}", file=sys.stderr)
-        sys.exit(2)
+        refuse("soft_policy_iteration", err)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     logger = make_logger(
         cfg.logger.backend,

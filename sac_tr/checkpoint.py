@@ -27,6 +27,7 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "rotate_checkpoints",
+    "run_dir_of",
     "save_buffer",
     "save_checkpoint",
     "set_aside_newer",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 PREFIX, SUFFIX = "step_", ".pt"
+# What every sac_tr checkpoint has held (``TrainingRun.save``); newer entries are optional.
+REQUIRED_KEYS = ("frames", "updates", "loss", "optimizer", "config")
 
 
 def checkpoint_path(ckpt_dir: str | os.PathLike, frames: int) -> Path:
@@ -108,7 +111,7 @@ def set_aside_newer(path: str | os.PathLike) -> list[Path]:
     ``abandoned/`` beside them: a run resumed from an older checkpoint leaves that timeline, and
     ``resume=auto`` (the newest checkpoint) must not return to it. Returns where they went."""
     path = Path(path)
-    aside, moved = path.parent / "abandoned", []
+    aside, moved = path.parent / ABANDONED, []
     for old in (p for p in list_checkpoints(path.parent) if p.name > path.name):
         aside.mkdir(exist_ok=True)
         for item in (old, buffer_dir(old)):
@@ -121,6 +124,16 @@ def set_aside_newer(path: str | os.PathLike) -> list[Path]:
                 os.replace(item, target)
         moved.append(aside / old.name)
     return moved
+
+
+ABANDONED = "abandoned"  # where ``set_aside_newer`` moves a left timeline's checkpoints
+
+
+def run_dir_of(checkpoint: str | os.PathLike) -> Path:
+    """The run directory a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/step_X.pt``
+    and for ``<run>/checkpoints/abandoned/step_X.pt`` (``set_aside_newer``)."""
+    folder = Path(checkpoint).parent
+    return folder.parent.parent if folder.name == ABANDONED else folder.parent
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
@@ -151,6 +164,13 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, wrong format, disallowed globals
+        with path.open("rb") as f:
+            head = f.read(4)
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or its legacy pickle
+            raise CheckpointError(
+                f"{str(path)!r} is not a checkpoint: not a file torch.save wrote (it begins with "
+                f"{head!r}). Give a run directory or its checkpoints/{PREFIX}<frames>{SUFFIX}."
+            ) from err
         older = [p for p in list_checkpoints(path.parent) if p.name < path.name]
         hint = (
             f"resume from the previous one: {str(older[-1])!r}" if older else "use an earlier one"
@@ -159,8 +179,10 @@ def load_checkpoint(
             f"Could not read checkpoint {str(path)!r} ({_why_unreadable(err)}). "
             f"It may be truncated or not a sac_tr checkpoint; {hint}."
         ) from err
-    if not isinstance(state, dict) or "frames" not in state:
-        raise CheckpointError(f"{str(path)!r} is not a sac_tr checkpoint (no 'frames' entry).")
+    missing = [k for k in REQUIRED_KEYS if k not in state] if isinstance(state, dict) else ["*"]
+    if missing:
+        what = "not a dict" if missing == ["*"] else f"no {', '.join(map(repr, missing))} entry"
+        raise CheckpointError(f"{str(path)!r} is not a sac_tr checkpoint ({what}).")
     return state
 
 

@@ -4,6 +4,7 @@ path), whether the saved configuration still matches, and tidying what a restart
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -13,7 +14,16 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sac_tr.checkpoint import PREFIX, SUFFIX, find_checkpoint, list_checkpoints
+from sac_tr.checkpoint import (
+    ABANDONED,
+    PREFIX,
+    SUFFIX,
+    CheckpointError,
+    buffer_dir,
+    find_checkpoint,
+    list_checkpoints,
+    run_dir_of,
+)
 from sac_tr.run_lock import LOCK_NAME
 
 __all__ = [
@@ -50,7 +60,29 @@ def resolve_resume(resume: str | None, run_dir: str | os.PathLike) -> Path | Non
     if str(resume) == "auto":
         found = list_checkpoints(Path(run_dir) / "checkpoints")
         return found[-1] if found else None
-    return find_checkpoint(resume)
+    path = find_checkpoint(resume)
+    if path.parent.name == ABANDONED:
+        refuse_abandoned(path)
+    return path
+
+
+def refuse_abandoned(path: Path) -> None:
+    """Refuse to continue a checkpoint that ``set_aside_newer`` moved into ``abandoned/``: the
+    run left that timeline, and the evaluations it made after the resume point were trimmed from
+    the run's ``eval.csv``, so continuing it in its run would splice two timelines' curves (or
+    leave a gap). It can continue in a directory of its own, its curve starting at its frames."""
+    run = run_dir_of(path)
+    copy = run.parent / f"{run.name}_{path.stem}"
+    raise CheckpointError(
+        f"{str(path)!r} was set aside in {ABANDONED}/ when {str(run)!r} was resumed from an "
+        "earlier checkpoint: that run has left its timeline, and the evaluations made along it "
+        "were trimmed from its eval.csv, so it cannot continue there. To continue it in a "
+        f"directory of its own (its curve starting at {checkpoint_frames(path):,} frames): "
+        f"mkdir -p {shlex.quote(str(copy / 'checkpoints'))} && cp -r "
+        f"{shlex.quote(str(path))} {shlex.quote(str(buffer_dir(path)))} "
+        f"{shlex.quote(str(copy / 'checkpoints'))}/ and resume={shlex.quote(str(copy))}. To "
+        f"evaluate it: python recipes/evaluate.py checkpoint={shlex.quote(str(path))}."
+    )
 
 
 def checkpoint_frames(path: str | os.PathLike) -> int:

@@ -79,11 +79,7 @@ def _lock(fd: int, run_dir: Path) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
         if err.errno in _HELD:
-            holder, _, record = _read(fd).partition("\n")
-            try:
-                kept = json.loads(record) if record.strip() else {}
-            except ValueError:  # written by an older sac_tr, or mid-write
-                kept = {}
+            holder, kept = _holder(fd)
             raise RunDirInUseError(_in_use_message(run_dir, holder), run_dir, kept) from None
         print(
             f"Note: {run_dir} cannot be locked ({os.strerror(err.errno)}): nothing stops a second "
@@ -92,6 +88,36 @@ def _lock(fd: int, run_dir: Path) -> bool:
         )
         return False
     return True
+
+
+def holder_record(run_dir: str | os.PathLike) -> dict[str, str] | None:
+    """The ``.hydra/`` record kept by the process holding ``run_dir`` (``hold_run_dir``), or
+    ``None`` when no other process holds it; reads only (call it where this process does not
+    hold ``run_dir``: its own lock would read as another's)."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY)
+    except OSError:  # no lock file: never held
+        return None
+    try:
+        if fcntl is None:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted unless a holder has it
+        except OSError as err:
+            return _holder(fd)[1] if err.errno in _HELD else None
+        return None
+    finally:
+        os.close(fd)  # and the shared lock taken, if any
+
+
+def _holder(fd: int) -> tuple[str, dict[str, str]]:
+    """The holder's line and its kept record, from the lock file open at ``fd``."""
+    holder, _, record = _read(fd).partition("\n")
+    try:
+        kept = json.loads(record) if record.strip() else {}
+    except ValueError:  # written by an older sac_tr, or mid-write
+        kept = {}
+    return holder, kept
 
 
 def _read(fd: int) -> str:

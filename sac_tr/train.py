@@ -10,6 +10,7 @@ import logging
 import random
 import shlex
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from sac_tr.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     rotate_checkpoints,
+    run_dir_of,
     save_buffer,
     save_checkpoint,
     set_aside_newer,
@@ -66,7 +68,7 @@ from sac_tr.run_dirs import (
     restore_hydra_files,
     write_hydra_files,
 )
-from sac_tr.run_lock import RunDirInUseError, hold_run_dir
+from sac_tr.run_lock import RunDirInUseError, hold_run_dir, holder_record
 from sac_tr.signals import StopOnSignal
 from sac_tr.threads import ThreadGovernor
 from sac_tr.tracking import EvalCSV, log_metrics, log_video_file, make_logger
@@ -131,20 +133,20 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
     try:
         validate_config(cfg)  # fail on a typo before any environment or network is built
     except ConfigError:
-        _put_back_run_record(launch_dir)  # launched in place: hydra wrote this command there
+        # launched in place: hydra wrote this command there (over a run's record, maybe one a
+        # process is training)
+        _put_back_run_record(launch_dir, holder_record(launch_dir))
         raise
     launch = launch_record(cfg, launch_dir)  # this command, as hydra records it (none outside)
     found = resolve_resume(cfg.resume, launch_dir)
-    held = launch_dir if found is None else found.parent.parent  # the directory the run writes
+    held = launch_dir if found is None else run_dir_of(found)  # the directory the run writes
     in_place = held.resolve() == launch_dir.resolve()
     try:
         with hold_run_dir(held, record=launch if in_place else None):
             return _train(cfg, launch_dir, launch, held)
     except RunDirInUseError as err:
-        if in_place and err.record:  # hydra wrote this launch's record over the holder's
-            write_hydra_files(held, err.record)
-        elif in_place:  # a holder from before records were kept in the lock: its checkpoint's
-            _put_back_run_record(held)
+        if in_place:  # hydra wrote this launch's record over the holder's
+            _put_back_run_record(held, err.record)
         raise
 
 
@@ -154,16 +156,17 @@ def _train(cfg: DictConfig, launch_dir: Path, launch: dict[str, str], held: Path
     run_dir = launch_dir
     resumed, due = None, False
     path = resolve_resume(cfg.resume, run_dir)  # again, now that no other process writes there
-    if (path.parent.parent if path else launch_dir).resolve() != held.resolve():
+    if (run_dir_of(path) if path else launch_dir).resolve() != held.resolve():
         raise ConfigError(f"{held}: its checkpoints changed during the launch; launch it again.")
     if launch and held.resolve() == launch_dir.resolve():
         write_hydra_files(launch_dir, launch)  # a launch refused meanwhile may have written there
     if path is None:
-        if str(cfg.resume) == "auto":
-            restart_before_first_checkpoint(run_dir, cfg)
+        if str(cfg.resume) == "auto":  # and no checkpoint in run_dir
+            first = min(int(cfg.checkpoint.every_frames), int(cfg.total_frames))
+            restart_before_first_checkpoint(run_dir, first)
         refuse_fresh_start_over_a_run(run_dir)
     if path is not None:
-        run_dir = path.parent.parent  # the run continues in its own directory
+        run_dir = run_dir_of(path)  # the run continues in its own directory
         resumed = (load_checkpoint(path), path)
         # resume=auto: hydra has just rewritten the run's own .hydra/ with this command
         in_place = run_dir.resolve() == launch_dir.resolve()
@@ -309,17 +312,15 @@ def eval_columns(cfg: DictConfig) -> tuple[str, ...]:
     return EvalCSV.STOCHASTIC if cfg.eval.stochastic else ()
 
 
-def restart_before_first_checkpoint(run_dir: Path, cfg: DictConfig) -> None:
-    """``resume=auto`` where a run was stopped before its first checkpoint could be written (a
-    kill -9, an out-of-memory kill, a lost node): no checkpoint, and evaluations only up to the
-    first checkpoint's frames. The run starts again, and its evaluations are made again (on the
-    CPU, the same numbers), so the ones on disk are dropped, and said."""
-    first = min(int(cfg.checkpoint.every_frames), int(cfg.total_frames))
+def restart_before_first_checkpoint(run_dir: Path, first: int) -> None:
+    """Continue a run in ``run_dir`` that holds no checkpoint, stopped before its first one
+    (due at ``first`` frames) could be written: a kill -9, an out-of-memory kill, a lost node.
+    Its evaluations, all at or before ``first`` frames, are dropped and said: the run starts
+    again and makes them again (on the CPU, the same numbers). A curve that goes past ``first``
+    is left as it is, for ``refuse_fresh_start_over_a_run`` to refuse: its checkpoints were
+    removed, and starting again would splice two runs."""
     row = last_eval_row(run_dir / "eval.csv")
-    if list_checkpoints(run_dir / "checkpoints") or row is None:
-        return
-    frames = int(float(row["frames"]))
-    if frames > first:  # later than any first checkpoint: its checkpoints were removed
+    if row is None or (frames := int(float(row["frames"]))) > first:
         return
     done = trim_eval_csv(run_dir / "eval.csv", 0, evaluations=None)
     print(
@@ -345,7 +346,8 @@ def refuse_fresh_start_over_a_run(run_dir: Path) -> None:
         raise ConfigError(
             f"{run_dir} is new, but {numbered[0]} beside it holds this job's run under the name "
             "an older sac_tr gave it (with the job number in front). To continue it rather than "
-            f"start again: mv {numbered[0]} {run_dir} (then the same command again)."
+            f"start again: mv {shlex.quote(str(numbered[0]))} {shlex.quote(str(run_dir))} (then "
+            "the same command again)."
         )
     if saved:
         _put_back_run_record(run_dir)
@@ -364,9 +366,14 @@ def refuse_fresh_start_over_a_run(run_dir: Path) -> None:
         )
 
 
-def _put_back_run_record(run_dir: Path) -> None:
+def _put_back_run_record(run_dir: Path, holder: Mapping[str, str] | None = None) -> None:
     """A refused launch in a directory that holds a run: hydra has just written this launch's
-    ``.hydra/`` record over the run's own; put it back from the newest checkpoint."""
+    ``.hydra/`` record over the run's own; put it back. The record kept by a process training
+    there (``holder``: ``RunDirInUseError.record``, ``run_lock.holder_record``) is the run's;
+    else (no holder, or one from before records were kept in the lock) the newest checkpoint's."""
+    if holder:
+        write_hydra_files(run_dir, holder)
+        return
     saved = list_checkpoints(run_dir / "checkpoints")
     if saved:
         try:

@@ -3,8 +3,13 @@ line without its newline (a row being appended, or cut by a kill) is left out an
 resume; any other damaged line is refused naming the file and the line, before a resume builds
 anything or changes the file. Expected rows and line numbers are written out by hand."""
 
+import re
+import subprocess
+from pathlib import Path
+
 import pytest
 
+from sac_tr.checkpoint import CheckpointError
 from sac_tr.eval_csv import (
     EvalCSVError,
     Trimmed,
@@ -199,6 +204,39 @@ def test_a_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, c
         "250",
         "300",
     ]
+
+
+def test_an_abandoned_checkpoint_is_refused_in_its_run_and_continues_in_a_copy(tmp_path, capsys):
+    """resume=<run>/checkpoints/abandoned/step_300.pt: its evaluations after 200 were trimmed
+    from the run's curve, so it must not continue there (nor take checkpoints/ for its run
+    directory, as it did); the message's commands continue it in a directory of its own."""
+    run = tmp_path / "run"
+    train(make_cfg("total_frames=300", "logger=none"), run)
+    ckpt = run / "checkpoints"
+    step_200 = next(p for p in ckpt.glob("step_*.pt") if p.name.endswith("200.pt"))
+    train(make_cfg("total_frames=250", "logger=none", f"resume={step_200}"), run)
+    abandoned = ckpt / "abandoned" / "step_0000000300.pt"
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    curve = (run / "eval.csv").read_text()
+    with pytest.raises(CheckpointError) as err:
+        train(make_cfg("total_frames=400", "logger=none", f"resume={abandoned}"), tmp_path / "new")
+    message = str(err.value)
+    assert "was set aside in abandoned/" in message and "cannot continue there" in message
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before  # nothing written
+    assert (run / "eval.csv").read_text() == curve
+    command = re.search(r"(mkdir -p \S+ && cp -r \S+ \S+ \S+/) and resume=(\S+)\.", message)
+    subprocess.run(command[1], shell=True, check=True)
+    capsys.readouterr()
+    done = train(
+        make_cfg("total_frames=400", "logger=none", f"resume={command[2]}"), tmp_path / "x"
+    )
+    assert (
+        "lacks 3 of the evaluations the checkpoint at 300 frames counts" in capsys.readouterr().out
+    )
+    copy = Path(command[2])
+    assert copy == tmp_path / "run_step_0000000300" and done.frames == 400
+    assert [r["frames"] for r in read_eval_rows(copy / "eval.csv")] == ["400"]
+    assert (run / "eval.csv").read_text() == curve
 
 
 def test_a_finished_run_reports_and_completes_its_counted_last_row(tmp_path, capsys):

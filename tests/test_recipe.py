@@ -1,6 +1,8 @@
 """End-to-end runs of the SAC recipe on Pendulum-v1: outputs, W&B offline, resume, bad config."""
 
+import csv
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +175,37 @@ def test_recipe_command_line_rejects_bad_and_unknown_keys(tmp_path):
     assert missing_env.returncode != 0 and "cartpole" in missing_env.stderr
 
 
+def test_a_refused_sweep_job_fails_alone_and_the_others_finish(tmp_path):
+    """Under the joblib launcher a job that exits ended the whole sweep and killed the jobs
+    running beside it (their progress since the last checkpoint lost). A refused job now fails
+    alone: its sibling trains to the end, and the sweep exits 1 naming the refusal."""
+    sweep = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "sac_mujoco.py"),
+            "-m",
+            "+sweep=local",
+            "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={tmp_path}",
+            "hydra.sweep.subdir=seed${seed}",
+            *FAST,
+            "total_frames=300",
+            "logger=none",
+            "seed=-1,0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert sweep.returncode == 1, sweep.stderr[-3000:]
+    assert "seed=-1: must be an integer >= 0" in sweep.stderr
+    with (tmp_path / "seed0" / "eval.csv").open() as f:
+        assert [int(r["frames"]) for r in csv.DictReader(f)] == [100, 200, 300]
+    assert not (tmp_path / "seed-1").exists()  # refused before it wrote anything
+
+
 def test_accelerate_on_refusing_a_users_network_exits_with_the_reason(tmp_path):
     """accelerate=on and a critic it cannot accelerate (LayerNorm): the reason on stderr, exit
     2, no traceback, and no run directory left behind (it is known once the agent is built)."""
@@ -270,6 +303,17 @@ def test_evaluate_recipe_remakes_the_runs_own_evaluation_and_checks_its_input(tm
     ):
         assert problem in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
+    # Files that are not checkpoints: named, with what they are, and no traceback.
+    text, foreign = tmp_path / "notes.pt", tmp_path / "other.pt"
+    text.write_text("hello\n")
+    torch.save({"frames": 3}, foreign)
+    for path, why in (
+        (text, "is not a checkpoint: not a file torch.save wrote (it begins with b'hell')"),
+        (foreign, "is not a sac_tr checkpoint (no 'updates', 'loss', 'optimizer', 'config' entry)"),
+    ):
+        refused = run(f"checkpoint={path}")
+        assert refused.returncode == 2 and why in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 def test_sac_v2_trains_through_the_same_recipe(tmp_path):
@@ -312,7 +356,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
 
     run_dir = tmp_path / "run"
     args = [
-        *FAST,
+        *[a.replace("[32,32]", "[32, 32]") for a in FAST],  # a space: quoted in "Resume with"
         "total_frames=100000",
         "logger=none",
         "checkpoint.save_buffer=true",
@@ -342,7 +386,14 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     finally:
         proc.kill()  # never leave the run behind if the test fails
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "Stopped by SIGTERM" in out and f"resume={run_dir}" in out
+    assert "Stopped by SIGTERM" in out
+    command = next(line for line in out.splitlines() if line.startswith("Resume with: "))
+    assert shlex.split(command.removeprefix("Resume with: ")) == [
+        "python",
+        "recipes/sac_mujoco.py",
+        *args,
+        f"resume={run_dir}",
+    ]
     state = load_checkpoint(run_dir)
     assert 200 <= state["frames"] < 100000  # the periodic checkpoint (every 100,000) never came
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(1_000_000))  # buffer.size

@@ -153,3 +153,24 @@ def test_a_launch_refused_before_the_holders_first_checkpoint_puts_its_record_ba
         assert record.read_text() == "- seed=0\n"
     finally:
         holder.communicate("")
+
+
+def test_a_launch_refused_for_its_config_puts_back_the_holders_record(tmp_path):
+    """A bad configuration (seed=-1) launched in place while another process trains there,
+    before that run's first checkpoint: its record is put back from the lock file; once the
+    holder has gone, the same refusal leaves the directory's record alone but reads no lock."""
+    record = tmp_path / ".hydra" / "overrides.yaml"
+    record.parent.mkdir()
+    holder = _holder(tmp_path, {"overrides.yaml": "- seed=0\n"})
+    try:
+        record.write_text("- seed=-1\n")  # as hydra writes the refused launch's
+        with pytest.raises(ConfigError, match="seed=-1: must be an integer"):
+            train(make_cfg("total_frames=100", "logger=none", "seed=-1"), tmp_path)
+        assert record.read_text() == "- seed=0\n"
+    finally:
+        holder.communicate("")
+    assert sac_tr.run_lock.holder_record(tmp_path) is None  # released: nothing to read
+    record.write_text("- seed=-1\n")
+    with pytest.raises(ConfigError, match="seed=-1: must be an integer"):
+        train(make_cfg("total_frames=100", "logger=none", "seed=-1"), tmp_path)
+    assert record.read_text() == "- seed=-1\n"  # no holder, no checkpoint: nothing to put back

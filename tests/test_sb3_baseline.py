@@ -4,6 +4,7 @@ stop by SIGTERM exits 143 after checkpointing, as our recipe does. Frame counts 
 
 import importlib.util
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,14 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
     assert (
         meta["frames"] >= 100 and (tmp_path / "checkpoints" / meta["dir"] / "model.zip").is_file()
     )
+    # Saved once SB3 had stored the last step's transition and made its gradient step (a save
+    # from on_step, before both, lost them on resume): frames transitions, and one update per
+    # step after learning_starts.
+    saved = SAC.load(tmp_path / "checkpoints" / meta["dir"] / "model.zip", device="cpu")
+    saved.load_replay_buffer(tmp_path / "checkpoints" / meta["dir"] / "replay_buffer.pkl")
+    assert saved.num_timesteps == meta["frames"]
+    assert saved.replay_buffer.size() == meta["frames"]
+    assert saved._n_updates == meta["frames"] - SMALL["learning_starts"]
 
 
 def test_a_run_saved_in_the_old_layout_resumes_and_a_cut_save_is_refused(tmp_path):
@@ -146,12 +155,36 @@ def test_a_run_saved_in_the_old_layout_resumes_and_a_cut_save_is_refused(tmp_pat
 
 
 def test_a_curve_without_a_checkpoint_is_not_restarted_over(tmp_path):
-    _train(tmp_path, 100)
+    """Evaluations past the first checkpoint (at 100 frames) but no checkpoint: removed by
+    hand, so starting again would splice two runs in one file."""
+    _train(tmp_path, 200)
     curve = (tmp_path / "eval.csv").read_text()
     (tmp_path / "checkpoints" / "meta.json").unlink()
-    with pytest.raises(EvalCSVError, match=r"already holds evaluations \(the last at 100 frames"):
-        _train(tmp_path, 200)
+    with pytest.raises(EvalCSVError, match=r"already holds evaluations \(the last at 200 frames"):
+        _train(tmp_path, 300)
     assert (tmp_path / "eval.csv").read_text() == curve
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, capsys):
+    """kill -9 between the first evaluation (100 frames) and the first checkpoint (200): the
+    same command starts the run again, as the recipe's resume=auto does, and makes the same
+    evaluation again (SB3 seeded, on the CPU) instead of refusing."""
+    run = dict(episodes=1, max_steps=20, checkpoint_every=200, sb3_kwargs=SMALL)
+    train_sb3 = _sb3_sac().train_sb3
+    assert train_sb3("Pendulum-v1", 0, 200, 100, tmp_path, **run) is None
+    whole = (tmp_path / "eval.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in whole[1:]] == ["100", "200"]
+    shutil.rmtree(tmp_path / "checkpoints")  # as if killed before the save
+    (tmp_path / "eval.csv").write_text("\n".join(whole[:2]) + "\n")  # header, frame 100
+    capsys.readouterr()
+    assert train_sb3("Pendulum-v1", 0, 200, 100, tmp_path, **run) is None
+    assert (
+        "it was stopped before its first checkpoint (due at 200 frames); the 1 evaluation(s) "
+        "it made, up to 100 frames, are made again" in capsys.readouterr().out
+    )
+    again = (tmp_path / "eval.csv").read_text().splitlines()
+    strip_wall = [line.rsplit(",", 1)[0] for line in whole]  # wall_time_s differs
+    assert [line.rsplit(",", 1)[0] for line in again] == strip_wall
 
 
 def test_other_arguments_are_refused_before_loading(tmp_path):
