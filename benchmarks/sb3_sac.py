@@ -12,10 +12,11 @@ Resumable: SIGTERM/SIGINT (or ``--checkpoint-every``) saves the model and its re
 (replaced atomically), so a run killed or a machine lost while saving keeps its previous
 checkpoint; the disk holds two checkpoints during a save (SB3 keeps observations as float64: about
 0.2 GiB a checkpoint for Hopper, 0.3 for HalfCheetah and Walker2d, 1.6 for Ant). Running the same
-command again continues from there and does nothing once finished. A resumed SB3 run is not
-bit-exact, unlike ours: SB3 restarts the episode it was in, and its buffer lacks the transition
-of the step that saved (SB3 calls the callback before storing it). A stopped run exits 128 + the
-signal's number, as our recipe does, so a launcher can tell a stop from a finished run.
+command again continues from there and does nothing once finished (a run stopped before its
+first checkpoint starts again). Checkpoints are written once SB3 has stored a step's transition
+and made its gradient step; still, a resumed SB3 run is not bit-exact, unlike ours: SB3 starts a
+new episode. A stopped run exits 128 + the signal's number, as our recipe does, so a launcher can
+tell a stop from a finished run.
 """
 
 from __future__ import annotations
@@ -84,12 +85,12 @@ def train_sb3(
         return None
     if not meta_file.exists():  # stopped before its first checkpoint: starts again
         restart_before_first_checkpoint(run_dir, min(checkpoint_every, frames))
-    if not meta_file.exists() and (row := last_eval_row(run_dir / "eval.csv")) is not None:
-        raise EvalCSVError(
-            f"{run_dir / 'eval.csv'} already holds evaluations (the last at {row['frames']} "
-            f"frames), but {ckpt} has no checkpoint to continue from: a fresh run would mix two "
-            "curves in one file. Move eval.csv (or the whole directory) aside."
-        )
+        if (row := last_eval_row(run_dir / "eval.csv")) is not None:  # past it: not this run's
+            raise EvalCSVError(
+                f"{run_dir / 'eval.csv'} already holds evaluations (the last at {row['frames']} "
+                f"frames), but {ckpt} has no checkpoint to continue from: a fresh run would mix "
+                "two curves in one file. Move eval.csv (or the whole directory) aside."
+            )
     # What the run was started with: a resume under other arguments would splice two curves.
     args = {
         "env_id": env_id,
@@ -106,9 +107,11 @@ def train_sb3(
             f"sb3_kwargs must be JSON values, to be recorded for a resume ({err}): give "
             "net_arch and the like as lists and numbers, as --kwargs does."
         ) from None
-    saved = meta.get("args") or ({"eval_every": meta["eval_every"]} if "eval_every" in meta else {})
+    saved_args = meta.get("args") or (
+        {"eval_every": meta["eval_every"]} if "eval_every" in meta else {}
+    )
     differing = [
-        f"{k}: saved {v!r}, now {args.get(k)!r}" for k, v in saved.items() if args.get(k) != v
+        f"{k}: saved {v!r}, now {args.get(k)!r}" for k, v in saved_args.items() if args.get(k) != v
     ]
     if differing:
         raise EvalCSVError(
@@ -121,12 +124,12 @@ def train_sb3(
     eval_env = make_env(env_id, seed=seed + EVAL_SEED_OFFSET)
     env = gym.make(env_id)
     if meta_file.exists():
-        saved = ckpt / meta.get("dir", "")  # no "dir": saved straight into checkpoints/ (before)
-        model = SAC.load(saved / "model.zip", env=env, device="cpu")
-        model.load_replay_buffer(saved / "replay_buffer.pkl")
+        folder = ckpt / meta.get("dir", "")  # no "dir": saved straight into checkpoints/ (before)
+        model = SAC.load(folder / "model.zip", env=env, device="cpu")
+        model.load_replay_buffer(folder / "replay_buffer.pkl")
         if model.num_timesteps != meta["frames"]:  # the layout before step_<frames>/ could
             raise EvalCSVError(
-                f"{saved / 'model.zip'} is at {model.num_timesteps} frames but {meta_file} says "
+                f"{folder / 'model.zip'} is at {model.num_timesteps} frames but {meta_file} says "
                 f"{meta['frames']}: a save was cut short. Move {ckpt} and eval.csv aside to "
                 "start this run again."
             )
@@ -177,11 +180,12 @@ def train_sb3(
             elif old.is_file():
                 old.unlink()
 
-    saved = {"at": model.num_timesteps, "stopping": False}
+    last_save = {"at": model.num_timesteps, "stopping": False}
 
     def save_now() -> None:
         save()
-        saved["at"], saved["stopping"] = model.num_timesteps, stop["signum"] is not None
+        last_save["at"] = model.num_timesteps
+        last_save["stopping"] = stop["signum"] is not None
 
     class Evaluate(BaseCallback):
         """Evaluates when a step's frame count reaches a multiple of ``eval_every`` (as SB3's
@@ -193,15 +197,15 @@ def train_sb3(
 
         def _on_rollout_start(self) -> None:
             t = self.model.num_timesteps
-            if t // checkpoint_every > saved["at"] // checkpoint_every or (
-                stop["signum"] is not None and t != saved["at"]
+            if t // checkpoint_every > last_save["at"] // checkpoint_every or (
+                stop["signum"] is not None and t != last_save["at"]
             ):
                 save_now()
-            elif stop["signum"] is not None:  # the signal came with the last save
-                saved["stopping"] = True
+            elif stop["signum"] is not None:  # before a step since the start or the last save
+                last_save["stopping"] = True
 
         def _on_step(self) -> bool:
-            if saved["stopping"]:
+            if last_save["stopping"]:  # this step is not stored: made again on resume
                 return False
             t = self.num_timesteps
             if t % eval_every == 0:
@@ -228,17 +232,20 @@ def train_sb3(
             callback=Evaluate(),
             reset_num_timesteps=False,
         )
-        if model.num_timesteps >= frames and saved["at"] != model.num_timesteps:
-            save_now()  # the last step stored and trained on: the finished run
+        if not last_save["stopping"] and last_save["at"] < model.num_timesteps:
+            save_now()  # learn() ended on its budget: the last step stored and trained on
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     row = last_eval_row(run_dir / "eval.csv")
-    print(f"SB3 {env_id} seed {seed}: {model.num_timesteps} frames, last eval {row}")
-    if model.num_timesteps >= frames:  # finished, even if a signal came with the last step
+    last = f"{float(row['return_mean']):.1f} at {row['frames']} frames" if row else "none"
+    print(
+        f"SB3 {env_id} seed {seed}: checkpoint at {last_save['at']} frames, last evaluation {last}"
+    )
+    if last_save["at"] >= frames:  # finished, even if a signal came with the last step
         return None
     if stop["signum"] is not None:
-        print(f"Stopped at {model.num_timesteps} frames; rerun the same command to continue.")
+        print(f"Stopped at {last_save['at']} frames; rerun the same command to continue.")
     return stop["signum"]
 
 

@@ -64,7 +64,7 @@ def main(cfg: DictConfig) -> None:
             f"{k}={chosen[k]} (the run's: {own[k]})" for k in own if chosen[k] != own[k]
         )
         print(f"(not compared with the run's eval.csv: {other})")
-    elif path.parent.name == "checkpoints":  # not one set aside in abandoned/ (nor copied out)
+    elif path.parent.name == "checkpoints":  # not one set aside in abandoned/
         say_run_row(path.parent.parent / "eval.csv", int(state["frames"]), float(returns.mean()))
     if cfg.video:
         video_path = Path(

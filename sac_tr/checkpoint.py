@@ -24,6 +24,7 @@ __all__ = [
     "checkpoint_path",
     "find_checkpoint",
     "get_rng_state",
+    "is_abandoned",
     "list_checkpoints",
     "load_checkpoint",
     "rotate_checkpoints",
@@ -107,33 +108,44 @@ def rotate_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> list[Path]:
 
 
 def set_aside_newer(path: str | os.PathLike) -> list[Path]:
-    """Move the checkpoints newer than ``path`` in its folder (and their buffers) into
-    ``abandoned/`` beside them: a run resumed from an older checkpoint leaves that timeline, and
-    ``resume=auto`` (the newest checkpoint) must not return to it. Returns where they went."""
+    """Move the checkpoints newer than ``path`` in its folder (and their buffers) into a new
+    ``abandoned/<n>/`` beside them (n = 1, 2, ...: one folder per set-aside, so a timeline left
+    later never replaces one left earlier): a run resumed from an older checkpoint leaves that
+    timeline, and ``resume=auto`` (the newest checkpoint) must not return to it. Returns where
+    they went."""
     path = Path(path)
-    aside, moved = path.parent / ABANDONED, []
-    for old in (p for p in list_checkpoints(path.parent) if p.name > path.name):
-        aside.mkdir(exist_ok=True)
+    newer = [p for p in list_checkpoints(path.parent) if p.name > path.name]
+    if not newer:
+        return []
+    root = path.parent / ABANDONED
+    n = 1 + max((int(d.name) for d in root.glob("*") if d.name.isdigit()), default=0)
+    aside = root / str(n)
+    aside.mkdir(parents=True)
+    for old in newer:
         for item in (old, buffer_dir(old)):
-            target = aside / item.name  # one abandoned earlier under the same name is replaced
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
             if item.exists():
-                os.replace(item, target)
-        moved.append(aside / old.name)
-    return moved
+                os.replace(item, aside / item.name)
+    return [aside / old.name for old in newer]
 
 
 ABANDONED = "abandoned"  # where ``set_aside_newer`` moves a left timeline's checkpoints
 
 
+def is_abandoned(checkpoint: str | os.PathLike) -> bool:
+    """Whether a checkpoint is one ``set_aside_newer`` moved: ``checkpoints/abandoned/<n>/``
+    (or ``checkpoints/abandoned/``, where sac_tr put them before 2026-12-04)."""
+    folder = Path(checkpoint).parent
+    return folder.name == ABANDONED or (folder.name.isdigit() and folder.parent.name == ABANDONED)
+
+
 def run_dir_of(checkpoint: str | os.PathLike) -> Path:
     """The run directory a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/step_X.pt``
-    and for ``<run>/checkpoints/abandoned/step_X.pt`` (``set_aside_newer``)."""
+    and for one set aside in ``<run>/checkpoints/abandoned/`` (``is_abandoned``)."""
     folder = Path(checkpoint).parent
-    return folder.parent.parent if folder.name == ABANDONED else folder.parent
+    if is_abandoned(checkpoint):
+        folder = folder.parent if folder.name != ABANDONED else folder
+        return folder.parent.parent
+    return folder.parent
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
@@ -164,9 +176,14 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, wrong format, disallowed globals
-        with path.open("rb") as f:
-            head = f.read(4)
-        if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or its legacy pickle
+        try:
+            with path.open("rb") as f:
+                head = f.read(4)
+        except OSError as unreadable:  # e.g. no read permission
+            raise CheckpointError(f"Could not read {str(path)!r}: {unreadable}.") from err
+        # Not torch.save's zip nor its legacy pickle, and not a file cut or zeroed by a crash or
+        # a full disk (those are named as damaged checkpoints, with the one before).
+        if head.strip(b"\0") and not head.startswith((b"PK\x03\x04", b"\x80")):
             raise CheckpointError(
                 f"{str(path)!r} is not a checkpoint: not a file torch.save wrote (it begins with "
                 f"{head!r}). Give a run directory or its checkpoints/{PREFIX}<frames>{SUFFIX}."
@@ -179,10 +196,13 @@ def load_checkpoint(
             f"Could not read checkpoint {str(path)!r} ({_why_unreadable(err)}). "
             f"It may be truncated or not a sac_tr checkpoint; {hint}."
         ) from err
-    missing = [k for k in REQUIRED_KEYS if k not in state] if isinstance(state, dict) else ["*"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{str(path)!r} is not a sac_tr checkpoint (not a dict).")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
-        what = "not a dict" if missing == ["*"] else f"no {', '.join(map(repr, missing))} entry"
-        raise CheckpointError(f"{str(path)!r} is not a sac_tr checkpoint ({what}).")
+        raise CheckpointError(
+            f"{str(path)!r} is not a sac_tr checkpoint (no {', '.join(map(repr, missing))} entry)."
+        )
     return state
 
 

@@ -16,9 +16,11 @@ class JobRefusedError(Exception):
     """A sweep job refused before it trained; its reason is already printed.
 
     Hydra's launchers record an exception as that one job's failure and run the sweep's other
-    jobs on, then raise it when they have ended (the sweep exits 1). A ``SystemExit`` instead
-    escapes them: under the joblib launcher it ends the whole sweep, killing the jobs running
-    beside it, which lose what they learned since their last checkpoint."""
+    jobs on, then raise the first one when they have ended (the sweep exits 1; under submitit
+    the refused job's own process ends normally, so SLURM shows it COMPLETED: read its log). A
+    ``SystemExit`` instead escapes them: under the joblib launcher it ends the whole sweep,
+    killing the jobs running beside it, which lose what they learned since their last
+    checkpoint."""
 
 
 def refuse(prog: str, reason: object) -> NoReturn:
@@ -26,5 +28,5 @@ def refuse(prog: str, reason: object) -> NoReturn:
     ``JobRefusedError`` in a multirun (see there)."""
     print(f"{prog}: {reason}", file=sys.stderr)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise JobRefusedError(f"{prog}: {reason}")
+        raise JobRefusedError(f"{prog}: {reason}") from None  # the reason says it all
     sys.exit(2)

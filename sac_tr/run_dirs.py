@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +21,7 @@ from sac_tr.checkpoint import (
     CheckpointError,
     buffer_dir,
     find_checkpoint,
+    is_abandoned,
     list_checkpoints,
     run_dir_of,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "checkpoint_frames",
     "config_differences",
     "read_hydra_files",
+    "refuse_abandoned",
     "remove_if_unused",
     "resolve_resume",
     "restore_hydra_files",
@@ -61,27 +63,31 @@ def resolve_resume(resume: str | None, run_dir: str | os.PathLike) -> Path | Non
         found = list_checkpoints(Path(run_dir) / "checkpoints")
         return found[-1] if found else None
     path = find_checkpoint(resume)
-    if path.parent.name == ABANDONED:
+    if is_abandoned(path):
         refuse_abandoned(path)
     return path
 
 
-def refuse_abandoned(path: Path) -> None:
+def refuse_abandoned(path: Path) -> NoReturn:
     """Refuse to continue a checkpoint that ``set_aside_newer`` moved into ``abandoned/``: the
     run left that timeline, and the evaluations it made after the resume point were trimmed from
     the run's ``eval.csv``, so continuing it in its run would splice two timelines' curves (or
     leave a gap). It can continue in a directory of its own, its curve starting at its frames."""
     run = run_dir_of(path)
     copy = run.parent / f"{run.name}_{path.stem}"
+    files = [path, *([buffer_dir(path)] if buffer_dir(path).is_dir() else [])]
+    target = shlex.quote(str(copy / "checkpoints"))
     raise CheckpointError(
-        f"{str(path)!r} was set aside in {ABANDONED}/ when {str(run)!r} was resumed from an "
-        "earlier checkpoint: that run has left its timeline, and the evaluations made along it "
-        "were trimmed from its eval.csv, so it cannot continue there. To continue it in a "
-        f"directory of its own (its curve starting at {checkpoint_frames(path):,} frames): "
-        f"mkdir -p {shlex.quote(str(copy / 'checkpoints'))} && cp -r "
-        f"{shlex.quote(str(path))} {shlex.quote(str(buffer_dir(path)))} "
-        f"{shlex.quote(str(copy / 'checkpoints'))}/ and resume={shlex.quote(str(copy))}. To "
-        f"evaluate it: python recipes/evaluate.py checkpoint={shlex.quote(str(path))}."
+        f"{str(path)!r} was set aside in checkpoints/{ABANDONED}/ when {str(run)!r} was resumed "
+        "from an earlier checkpoint: that run has left its timeline, and the evaluations made "
+        "along it were trimmed from its eval.csv, so it cannot continue there.\n"
+        "To continue it in a directory of its own (its curve starting at "
+        f"{checkpoint_frames(path):,} frames), copy it there:\n"
+        f"    mkdir -p {target}\n"
+        f"    cp -r {' '.join(shlex.quote(str(f)) for f in files)} {target}/\n"
+        f"then launch the run's command with resume={shlex.quote(str(copy))} (move that directory "
+        "out of a sweep you read with recipes/plot.py: it would count as one more run).\n"
+        f"To evaluate it: python recipes/evaluate.py checkpoint={shlex.quote(str(path))}"
     )
 
 

@@ -30,6 +30,7 @@ except ImportError:  # not POSIX: no lock
     fcntl = None  # type: ignore[assignment]
 
 _HELD = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+_ATTEMPTS = 5  # 0.2 s of retries before a launch is refused as held
 
 
 class RunDirInUseError(ConfigError):
@@ -75,19 +76,24 @@ def _lock(fd: int, run_dir: Path) -> bool:
     """Take the lock on ``fd``; False where the file system has none to take."""
     if fcntl is None:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        if err.errno in _HELD:
-            holder, kept = _holder(fd)
-            raise RunDirInUseError(_in_use_message(run_dir, holder), run_dir, kept) from None
-        print(
-            f"Note: {run_dir} cannot be locked ({os.strerror(err.errno)}): nothing stops a second "
-            "launch from training in this directory at the same time.",
-            file=sys.stderr,
-        )
-        return False
-    return True
+    for _ in range(_ATTEMPTS):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as err:
+            error = err
+        if error.errno not in _HELD:
+            break
+        time.sleep(0.05)  # a holder_record() check holds it shared for a moment only
+    if error.errno in _HELD:
+        holder, kept = _holder(fd)
+        raise RunDirInUseError(_in_use_message(run_dir, holder), run_dir, kept) from None
+    print(
+        f"Note: {run_dir} cannot be locked ({os.strerror(error.errno)}): nothing stops a second "
+        "launch from training in this directory at the same time.",
+        file=sys.stderr,
+    )
+    return False
 
 
 def holder_record(run_dir: str | os.PathLike) -> dict[str, str] | None:

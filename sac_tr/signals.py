@@ -1,5 +1,6 @@
-"""Stop a training run cleanly on SIGINT (Ctrl-C), SIGTERM (a cluster's pre-emption) or SIGUSR2
-(submitit's warning before a SLURM time limit), then hand the signal on to whoever was listening."""
+"""Stop a training run cleanly on SIGINT (Ctrl-C), SIGTERM (a cluster's pre-emption), SIGUSR2
+(submitit's warning before a SLURM time limit) or SIGHUP (its terminal closed), then hand the
+signal on to whoever was listening."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ class StopOnSignal:
     killing the process, so the loop can finish its step, save, and exit. A second Ctrl-C while
     a stop is pending raises ``KeyboardInterrupt`` at once. Outside the main thread (where Python
     cannot install handlers) it does nothing. SIGUSR2 is what submitit sends before a SLURM job's
-    time limit: the run checkpoints first, then ``forward_signal`` lets submitit requeue the job."""
+    time limit: the run checkpoints first, then ``forward_signal`` lets submitit requeue the job.
+    SIGHUP (the terminal the run was started from closed) stops it the same way, unless the
+    process ignores SIGHUP (started under ``nohup``), when it goes on as asked."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -35,6 +38,8 @@ class StopOnSignal:
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
+                if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                    continue  # nohup: the user asked the run to outlive its terminal
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 

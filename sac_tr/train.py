@@ -138,11 +138,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         _put_back_run_record(launch_dir, holder_record(launch_dir))
         raise
     launch = launch_record(cfg, launch_dir)  # this command, as hydra records it (none outside)
-    found = resolve_resume(cfg.resume, launch_dir)
+    try:
+        found = resolve_resume(cfg.resume, launch_dir)
+    except CheckpointError:  # e.g. resume=<its own abandoned/ checkpoint>, launched in the run
+        _put_back_run_record(launch_dir, holder_record(launch_dir))
+        raise
     held = launch_dir if found is None else run_dir_of(found)  # the directory the run writes
     in_place = held.resolve() == launch_dir.resolve()
-    try:
-        with hold_run_dir(held, record=launch if in_place else None):
+    try:  # the run writes this launch's record into held/.hydra/ (in place, or on resume=PATH)
+        with hold_run_dir(held, record=launch):
             return _train(cfg, launch_dir, launch, held)
     except RunDirInUseError as err:
         if in_place:  # hydra wrote this launch's record over the holder's
@@ -298,7 +302,13 @@ def say_trimmed(path: Path, frames: int, done: Trimmed) -> None:
             f"Resuming: the last row of {path} lacked its newline and is one the checkpoint "
             "counts; kept (a value cut inside its last field could not be told)."
         )
-    if done.missing:
+    if done.missing and last_eval_row(path) is None:  # none of them: a new directory
+        print(
+            f"Note: {path} holds none of the {done.missing} evaluations the checkpoint at "
+            f"{frames:,} frames counts (a checkpoint continued in a directory of its own): the "
+            f"curve there starts after {frames:,} frames."
+        )
+    elif done.missing:
         print(
             f"Warning: {path} lacks {done.missing} of the evaluations the checkpoint at "
             f"{frames:,} frames counts (lost with a machine before they reached the disk, "
@@ -437,6 +447,24 @@ def finished_summary(
     )
 
 
+def wandb_run_to_continue(state: dict, run_dir: Path) -> str | None:
+    """The W&B run id a run resumed from ``state`` in ``run_dir`` logs to: the checkpoint's own,
+    unless the run it was written in still exists elsewhere (the checkpoint was copied: out of
+    ``abandoned/``, or a run forked with ``cp -r``), when two runs would log into one W&B run;
+    then a new one, said. A run directory moved (``mv``) keeps its W&B run. Checkpoints from
+    before 2026-12-04 do not record their directory: their W&B run is continued."""
+    wandb_id, written_in = state.get("wandb_id") or None, state.get("run_dir")
+    if not (wandb_id and written_in) or Path(written_in) == run_dir.resolve():
+        return wandb_id
+    if not (Path(written_in) / "eval.csv").is_file():  # moved here, or its original removed
+        return wandb_id
+    print(
+        f"Note: this checkpoint was written by the run in {written_in}, which is still there: "
+        f"this run logs to a new W&B run, not to that run's ({wandb_id})."
+    )
+    return None
+
+
 class TrainingRun:
     """Everything one training run works on, built (and restored when resuming) from ``cfg``."""
 
@@ -505,7 +533,7 @@ class TrainingRun:
                 **OmegaConf.to_container(cfg, resolve=True),
                 "network_paths": self.agent.paths,  # which networks run accelerated
             },
-            run_id=resumed[0].get("wandb_id") or None if resumed else None,
+            run_id=wandb_run_to_continue(resumed[0], run_dir) if resumed else None,
         )
         self.eval_csv = EvalCSV(self.run_dir, extra=eval_columns(cfg))
         self.losses_sum: TensorDictBase | None = None
@@ -688,6 +716,7 @@ class TrainingRun:
             "rng": get_rng_state(),
             "collector": self._collector_state(),
             "wandb_id": getattr(getattr(self.logger, "experiment", None), "id", "") or "",
+            "run_dir": str(self.run_dir.resolve()),  # which run the W&B id is (see there)
             "has_buffer": bool(self.cfg.checkpoint.save_buffer),
             "config": OmegaConf.to_yaml(self.cfg),
             "hydra_files": self.hydra_files,

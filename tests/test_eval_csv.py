@@ -195,7 +195,9 @@ def test_a_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, c
     assert done.already_finished and done.last_eval_return == float(row_200["return_mean"])
     train(make_cfg("total_frames=250", "logger=none", f"resume={step_200}"), tmp_path)
     assert "moved to" in capsys.readouterr().out
-    assert [p.name for p in (ckpt / "abandoned").glob("step_*.pt")] == ["step_0000000300.pt"]
+    first_aside = ckpt / "abandoned" / "1" / "step_0000000300.pt"
+    assert [p.name for p in first_aside.parent.glob("step_*.pt")] == [first_aside.name]
+    kept = first_aside.read_bytes()
     last = train(make_cfg("total_frames=300", "logger=none", "resume=auto"), tmp_path)
     assert not last.already_finished
     assert [r["frames"] for r in read_eval_rows(tmp_path / "eval.csv")] == [
@@ -204,6 +206,12 @@ def test_a_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, c
         "250",
         "300",
     ]
+    # A second set-aside (the 250 timeline's 300, left for its 250) goes to a folder of its own:
+    # the first timeline's 300 is still there, unchanged.
+    step_250 = next(p for p in ckpt.glob("step_*.pt") if p.name.endswith("250.pt"))
+    train(make_cfg("total_frames=260", "logger=none", f"resume={step_250}"), tmp_path)
+    assert (ckpt / "abandoned" / "2" / "step_0000000300.pt").is_file()
+    assert first_aside.read_bytes() == kept
 
 
 def test_an_abandoned_checkpoint_is_refused_in_its_run_and_continues_in_a_copy(tmp_path, capsys):
@@ -211,29 +219,42 @@ def test_an_abandoned_checkpoint_is_refused_in_its_run_and_continues_in_a_copy(t
     from the run's curve, so it must not continue there (nor take checkpoints/ for its run
     directory, as it did); the message's commands continue it in a directory of its own."""
     run = tmp_path / "run"
+    record = run / ".hydra" / "overrides.yaml"  # the run's record, as hydra wrote it
+    record.parent.mkdir(parents=True)
+    record.write_text("- total_frames=300\n")
     train(make_cfg("total_frames=300", "logger=none"), run)
     ckpt = run / "checkpoints"
     step_200 = next(p for p in ckpt.glob("step_*.pt") if p.name.endswith("200.pt"))
     train(make_cfg("total_frames=250", "logger=none", f"resume={step_200}"), run)
-    abandoned = ckpt / "abandoned" / "step_0000000300.pt"
+    abandoned = ckpt / "abandoned" / "1" / "step_0000000300.pt"
     before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     curve = (run / "eval.csv").read_text()
     with pytest.raises(CheckpointError) as err:
         train(make_cfg("total_frames=400", "logger=none", f"resume={abandoned}"), tmp_path / "new")
     message = str(err.value)
-    assert "was set aside in abandoned/" in message and "cannot continue there" in message
+    assert "was set aside in checkpoints/abandoned/" in message
+    assert "cannot continue there" in message
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before  # nothing written
     assert (run / "eval.csv").read_text() == curve
-    command = re.search(r"(mkdir -p \S+ && cp -r \S+ \S+ \S+/) and resume=(\S+)\.", message)
-    subprocess.run(command[1], shell=True, check=True)
+    # Launched in the run itself: the record hydra wrote for the refused launch is put back.
+    record.write_text("- total_frames=400\n- resume=...\n")
+    with pytest.raises(CheckpointError, match="was set aside in checkpoints/abandoned/"):
+        train(make_cfg("total_frames=400", "logger=none", f"resume={abandoned}"), run)
+    assert record.read_text() == "- total_frames=300\n"
+    lines = message.splitlines()
+    commands = [line.strip() for line in lines if line.startswith("    ")]
+    assert [c.split()[:2] for c in commands] == [["mkdir", "-p"], ["cp", "-r"]]
+    subprocess.run(" && ".join(commands), shell=True, check=True)
+    command = re.search(r"with resume=(\S+) ", message)
     capsys.readouterr()
     done = train(
-        make_cfg("total_frames=400", "logger=none", f"resume={command[2]}"), tmp_path / "x"
+        make_cfg("total_frames=400", "logger=none", f"resume={command[1]}"), tmp_path / "x"
     )
     assert (
-        "lacks 3 of the evaluations the checkpoint at 300 frames counts" in capsys.readouterr().out
+        "holds none of the 3 evaluations the checkpoint at 300 frames counts (a checkpoint "
+        "continued in a directory of its own)" in capsys.readouterr().out
     )
-    copy = Path(command[2])
+    copy = Path(command[1])
     assert copy == tmp_path / "run_step_0000000300" and done.frames == 400
     assert [r["frames"] for r in read_eval_rows(copy / "eval.csv")] == ["400"]
     assert (run / "eval.csv").read_text() == curve

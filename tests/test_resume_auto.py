@@ -20,7 +20,7 @@ from sac_tr.run_dirs import (
     remove_if_unused,
     restore_hydra_files,
 )
-from sac_tr.train import TrainingRun, train
+from sac_tr.train import TrainingRun, train, wandb_run_to_continue
 from tests.test_recipe import FAST, ROOT, make_cfg
 
 
@@ -341,3 +341,20 @@ def test_a_short_run_logs_its_losses_and_says_it_never_left_the_random_phase(tmp
     cfg = make_cfg("total_frames=150", "batch_size=200", "logger=none")
     summary = train(cfg, tmp_path / "small")
     assert summary.updates == 0 and "makes no update" in capsys.readouterr().out
+
+
+def test_a_copied_checkpoint_logs_to_a_new_wandb_run_and_a_moved_one_continues(tmp_path, capsys):
+    """The W&B run a resume continues, by hand: the checkpoint's own in its own directory, or
+    where that directory was moved; a new one where the run that wrote it is still there."""
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    run.mkdir()
+    copy.mkdir()
+    state = {"wandb_id": "abc123", "run_dir": str(run.resolve())}
+    assert wandb_run_to_continue(state, run) == "abc123"
+    assert wandb_run_to_continue({"wandb_id": "abc123"}, copy) == "abc123"  # before 2026-12-04
+    assert wandb_run_to_continue(state, copy) == "abc123"  # the original holds no run: moved
+    (run / "eval.csv").write_text("frames\n")
+    capsys.readouterr()
+    assert wandb_run_to_continue(state, copy) is None  # copied: two runs, two W&B runs
+    assert "logs to a new W&B run, not to that run's (abc123)" in capsys.readouterr().out
+    assert wandb_run_to_continue({**state, "wandb_id": ""}, copy) is None

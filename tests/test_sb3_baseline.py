@@ -4,6 +4,7 @@ stop by SIGTERM exits 143 after checkpointing, as our recipe does. Frame counts 
 
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -131,6 +132,34 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
     assert saved.num_timesteps == meta["frames"]
     assert saved.replay_buffer.size() == meta["frames"]
     assert saved._n_updates == meta["frames"] - SMALL["learning_starts"]
+
+
+@pytest.mark.parametrize("at", [199, 200])
+def test_a_signal_in_the_last_steps_stops_at_a_whole_checkpoint(tmp_path, monkeypatch, at):
+    """SIGTERM during the gradient step of frame 199 (of 200): the run saves at 199 and stops
+    before storing the next step, so it is not finished and continues to 200 with its last
+    evaluation; during the step of frame 200 (the last), the run finishes and says so."""
+    original = SAC.train
+
+    def train(self, *args, **kwargs):
+        if self.num_timesteps == at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SAC, "train", train)
+    stopped = _train(tmp_path, 200)
+    meta = _meta(tmp_path)
+    saved = SAC.load(tmp_path / "checkpoints" / meta["dir"] / "model.zip", device="cpu")
+    saved.load_replay_buffer(tmp_path / "checkpoints" / meta["dir"] / "replay_buffer.pkl")
+    assert (meta["frames"], saved.replay_buffer.size()) == (at, at)
+    assert saved._n_updates == at - SMALL["learning_starts"]
+    if at == 200:
+        assert stopped is None and _frames(tmp_path) == [100, 200]
+        return
+    assert stopped == signal.SIGTERM and _frames(tmp_path) == [100]
+    monkeypatch.undo()
+    assert _train(tmp_path, 200) is None
+    assert _frames(tmp_path) == [100, 200] and _meta(tmp_path)["frames"] == 200
 
 
 def test_a_run_saved_in_the_old_layout_resumes_and_a_cut_save_is_refused(tmp_path):

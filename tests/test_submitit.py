@@ -71,3 +71,21 @@ def test_forward_signal_leaves_default_handlers_alone():
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         pytest.skip("SIGTERM has a handler in this process")
     assert not forward_signal("SIGTERM")
+
+
+def test_a_closed_terminal_stops_the_run_unless_it_runs_under_nohup():
+    """SIGHUP is caught like SIGTERM (checkpoint, then exit); under nohup (SIGHUP ignored) the
+    run is left to go on, as asked."""
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with StopOnSignal() as stop:
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert stop.name == "SIGHUP"
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        with StopOnSignal() as stop:
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: would kill the test otherwise
+            assert stop.signum is None
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
