@@ -175,9 +175,13 @@ def reap(proc: subprocess.Popen) -> tuple[int, float]:
 
 def describe_exit(code: int) -> str:
     """``exit N`` with what it means: our recipe and ``sb3_sac.py`` exit 128 + the signal's number
-    after checkpointing when SIGTERM/SIGINT (the recipe also SIGUSR2) stops them, and 2 when they
-    refuse to start (a changed configuration, a damaged curve); ``-N`` is a death by signal N."""
-    stops = {128 + sig: sig.name for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
+    after checkpointing when SIGTERM/SIGINT/SIGHUP (the recipe also SIGUSR2) stops them, and 2
+    when they refuse to start (a changed configuration, a damaged curve); ``-N`` is a death by
+    signal N."""
+    stops = {
+        128 + sig: sig.name
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGHUP)
+    }
     if code in stops:
         return f"exit {code} (stopped by {stops[code]}, checkpointed)"
     if code == 2:

@@ -7,7 +7,7 @@ Trains SB3's ``SAC("MlpPolicy", env)`` with its defaults (plus ``--kwargs`` JSON
 environment built by ``sac_tr.envs.make_env`` and reseeded with ``seed + 10_000``: the same function,
 environment wrapper, start states and step cap as our recipe. Rows go to ``D/eval.csv`` in our format.
 
-Resumable: SIGTERM/SIGINT (or ``--checkpoint-every``) saves the model and its replay buffer to
+Resumable: SIGTERM/SIGINT/SIGHUP (or ``--checkpoint-every``) saves the model and its replay buffer to
 ``D/checkpoints/step_<frames>/``, flushed to disk, and then names it in ``D/checkpoints/meta.json``
 (replaced atomically), so a run killed or a machine lost while saving keeps its previous
 checkpoint; the disk holds two checkpoints during a save (SB3 keeps observations as float64: about
@@ -147,7 +147,10 @@ def train_sb3(
     def on_signal(signum, frame):
         stop["signum"] = signum
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    caught = [signal.SIGTERM, signal.SIGINT]
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # a closed terminal, unless nohup
+        caught.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in caught}
     start, wall0 = time.perf_counter(), meta["wall"]
 
     def save() -> None:

@@ -118,7 +118,7 @@ def set_aside_newer(path: str | os.PathLike) -> list[Path]:
     if not newer:
         return []
     root = path.parent / ABANDONED
-    n = 1 + max((int(d.name) for d in root.glob("*") if d.name.isdigit()), default=0)
+    n = 1 + max((int(d.name) for d in root.glob("*") if _NUMBERED.fullmatch(d.name)), default=0)
     aside = root / str(n)
     aside.mkdir(parents=True)
     for old in newer:
@@ -129,19 +129,22 @@ def set_aside_newer(path: str | os.PathLike) -> list[Path]:
 
 
 ABANDONED = "abandoned"  # where ``set_aside_newer`` moves a left timeline's checkpoints
+_NUMBERED = re.compile(r"[0-9]+")  # its folders, one per set-aside
 
 
 def is_abandoned(checkpoint: str | os.PathLike) -> bool:
     """Whether a checkpoint is one ``set_aside_newer`` moved: ``checkpoints/abandoned/<n>/``
     (or ``checkpoints/abandoned/``, where sac_tr put them before 2026-12-04)."""
-    folder = Path(checkpoint).parent
-    return folder.name == ABANDONED or (folder.name.isdigit() and folder.parent.name == ABANDONED)
+    folder = Path(checkpoint).absolute().parent
+    if folder.name != ABANDONED and _NUMBERED.fullmatch(folder.name):
+        folder = folder.parent
+    return folder.name == ABANDONED and folder.parent.name == "checkpoints"
 
 
 def run_dir_of(checkpoint: str | os.PathLike) -> Path:
     """The run directory a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/step_X.pt``
     and for one set aside in ``<run>/checkpoints/abandoned/`` (``is_abandoned``)."""
-    folder = Path(checkpoint).parent
+    folder = Path(checkpoint).absolute().parent
     if is_abandoned(checkpoint):
         folder = folder.parent if folder.name != ABANDONED else folder
         return folder.parent.parent
@@ -192,8 +195,9 @@ def load_checkpoint(
         hint = (
             f"resume from the previous one: {str(older[-1])!r}" if older else "use an earlier one"
         )
+        why = _why_unreadable(err) if head.strip(b"\0") else "it is empty or begins with zero bytes"
         raise CheckpointError(
-            f"Could not read checkpoint {str(path)!r} ({_why_unreadable(err)}). "
+            f"Could not read checkpoint {str(path)!r} ({why}). "
             f"It may be truncated or not a sac_tr checkpoint; {hint}."
         ) from err
     if not isinstance(state, dict):

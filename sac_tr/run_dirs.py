@@ -74,7 +74,12 @@ def refuse_abandoned(path: Path) -> NoReturn:
     the run's ``eval.csv``, so continuing it in its run would splice two timelines' curves (or
     leave a gap). It can continue in a directory of its own, its curve starting at its frames."""
     run = run_dir_of(path)
-    copy = run.parent / f"{run.name}_{path.stem}"
+    aside = path.parent.name  # abandoned/<n>/: a copy named for each set-aside
+    copy = run.parent / (
+        f"{run.name}_{path.stem}"
+        if aside == ABANDONED
+        else f"{run.name}_abandoned{aside}_{path.stem}"
+    )
     files = [path, *([buffer_dir(path)] if buffer_dir(path).is_dir() else [])]
     target = shlex.quote(str(copy / "checkpoints"))
     raise CheckpointError(

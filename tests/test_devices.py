@@ -155,12 +155,17 @@ def test_acting_policy_step_on_the_gpu_waits_for_nothing_on_the_host(loss):
 
 
 # ----------------------------------------------------------------------------- RNG in checkpoints
+def _checkpoint(rng: dict) -> dict:
+    """A checkpoint with the entries every sac_tr checkpoint has (empty) and ``rng``."""
+    return {"frames": 0, "updates": 0, "loss": {}, "optimizer": {}, "config": "", "rng": rng}
+
+
 def test_a_checkpoint_without_cuda_states_restores_the_cpu_generators(tmp_path):
     # The keys an older sac_tr wrote: no "cuda" entry. Resuming from it must still work.
     state = {k: v for k, v in get_rng_state().items() if k != "cuda"}
     expected = torch.rand(5)
     torch.rand(100)
-    save_checkpoint({"frames": 0, "rng": state}, tmp_path / "old.pt")
+    save_checkpoint(_checkpoint(state), tmp_path / "old.pt")
     set_rng_state(load_checkpoint(tmp_path / "old.pt")["rng"])
     assert torch.equal(torch.rand(5), expected)
 
@@ -172,7 +177,7 @@ def test_checkpointed_rng_state_restores_the_cuda_generator(tmp_path):
     state = get_rng_state()
     expected = torch.rand(5, device="cuda")  # what the policy noise / buffer indices would draw
     torch.rand(100, device="cuda")
-    save_checkpoint({"frames": 0, "rng": state}, tmp_path / "gpu.pt")
+    save_checkpoint(_checkpoint(state), tmp_path / "gpu.pt")
     set_rng_state(load_checkpoint(tmp_path / "gpu.pt")["rng"])
     assert torch.equal(torch.rand(5, device="cuda"), expected)
 
@@ -188,6 +193,6 @@ def test_checkpoint_rng_carries_the_cuda_generators_once_cuda_is_in_use(monkeypa
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in saved])
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.extend(states))
-    save_checkpoint({"frames": 0, "rng": get_rng_state()}, tmp_path / "gpu.pt")
+    save_checkpoint(_checkpoint(get_rng_state()), tmp_path / "gpu.pt")
     set_rng_state(load_checkpoint(tmp_path / "gpu.pt")["rng"])
     assert [s.tolist() for s in restored] == [[1, 2]]

@@ -255,7 +255,7 @@ def test_an_abandoned_checkpoint_is_refused_in_its_run_and_continues_in_a_copy(t
         "continued in a directory of its own)" in capsys.readouterr().out
     )
     copy = Path(command[1])
-    assert copy == tmp_path / "run_step_0000000300" and done.frames == 400
+    assert copy == tmp_path / "run_abandoned1_step_0000000300" and done.frames == 400
     assert [r["frames"] for r in read_eval_rows(copy / "eval.csv")] == ["400"]
     assert (run / "eval.csv").read_text() == curve
 
