@@ -34,6 +34,7 @@ __all__ = [
     "config_differences",
     "read_hydra_files",
     "refuse_abandoned",
+    "refuse_loose",
     "remove_if_unused",
     "resolve_resume",
     "restore_hydra_files",
@@ -65,7 +66,28 @@ def resolve_resume(resume: str | None, run_dir: str | os.PathLike) -> Path | Non
     path = find_checkpoint(resume)
     if is_abandoned(path):
         refuse_abandoned(path)
+    if path.absolute().parent.name != "checkpoints":
+        refuse_loose(path)
     return path
+
+
+def refuse_loose(path: Path) -> NoReturn:
+    """Refuse to continue a checkpoint that is not in a run's ``checkpoints/`` folder (a file
+    copied or downloaded on its own): a run continues in the directory its checkpoints are in,
+    and this one's would be its folder's parent, which holds no run of it."""
+    folder = path.absolute().parent
+    home = folder / f"run_{path.stem}"
+    files = [path, *([buffer_dir(path)] if buffer_dir(path).is_dir() else [])]
+    target = shlex.quote(str(home / "checkpoints"))
+    raise CheckpointError(
+        f"{str(path)!r} is not in a run's checkpoints/ folder, so it has no run directory to "
+        f"continue in (the run would write its eval.csv and checkpoints into {str(folder.parent)!r}"
+        "). Put it in one of its own (its curve starting at "
+        f"{checkpoint_frames(path):,} frames):\n"
+        f"    mkdir -p {target}\n"
+        f"    cp -r {' '.join(shlex.quote(str(f)) for f in files)} {target}/\n"
+        f"then launch the run's command with resume={shlex.quote(str(home))}."
+    )
 
 
 def refuse_abandoned(path: Path) -> NoReturn:

@@ -4,6 +4,7 @@ resume; any other damaged line is refused naming the file and the line, before a
 anything or changes the file. Expected rows and line numbers are written out by hand."""
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -258,6 +259,16 @@ def test_an_abandoned_checkpoint_is_refused_in_its_run_and_continues_in_a_copy(t
     assert copy == tmp_path / "run_abandoned1_step_0000000300" and done.frames == 400
     assert [r["frames"] for r in read_eval_rows(copy / "eval.csv")] == ["400"]
     assert (run / "eval.csv").read_text() == curve
+    # A checkpoint copied out on its own (not in a checkpoints/ folder) would have continued in
+    # its folder's parent: refused, with the commands that give it a run directory.
+    loose = tmp_path / "downloads" / "step_0000000250.pt"
+    loose.parent.mkdir()
+    shutil.copy(next(ckpt.glob("step_*250.pt")), loose)
+    with pytest.raises(CheckpointError, match="is not in a run's checkpoints/ folder") as err:
+        train(make_cfg("total_frames=400", "logger=none", f"resume={loose}"), tmp_path / "y")
+    assert not (tmp_path / "eval.csv").exists() and not (tmp_path / "checkpoints").exists()
+    message = str(err.value)
+    assert "mkdir -p " in message and "then launch the run's command with resume=" in message
 
 
 def test_a_finished_run_reports_and_completes_its_counted_last_row(tmp_path, capsys):
