@@ -135,7 +135,10 @@ def train_sb3(
             )
     else:
         kwargs = copy.deepcopy(args["sb3_kwargs"])  # its own copy: SB3 edits policy_kwargs
-        model = SAC("MlpPolicy", env, seed=seed, verbose=0, device="cpu", **kwargs)
+        try:
+            model = SAC("MlpPolicy", env, seed=seed, verbose=0, device="cpu", **kwargs)
+        except TypeError as err:  # e.g. a misspelt keyword: SAC's own words
+            raise EvalCSVError(f"--kwargs is not what SB3's SAC takes: {err}.") from None
     for stale in ckpt.glob("step_*"):  # a save killed before meta.json named it
         if stale.name != meta.get("dir"):
             shutil.rmtree(stale)
@@ -252,6 +255,17 @@ def train_sb3(
     return stop["signum"]
 
 
+def _kwargs(text: str) -> dict:
+    """``--kwargs``: a JSON object, or a refusal naming what is wrong with it."""
+    try:
+        kwargs = json.loads(text)
+    except ValueError as err:
+        raise EvalCSVError(f"--kwargs is not JSON ({err}): {text!r}.") from None
+    if not isinstance(kwargs, dict):
+        raise EvalCSVError(f"--kwargs must be a JSON object of SAC keywords, not {text!r}.")
+    return kwargs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -276,7 +290,7 @@ def main() -> None:
                 args.dir,
                 episodes=args.episodes,
                 checkpoint_every=args.checkpoint_every,
-                sb3_kwargs=json.loads(args.kwargs),
+                sb3_kwargs=_kwargs(args.kwargs),
             )
     except (EvalCSVError, RunDirInUseError) as err:  # refused: before any training
         print(f"sb3_sac: {err}", file=sys.stderr)

@@ -236,3 +236,32 @@ def test_kwargs_are_recorded_as_json_so_tuples_resume_and_objects_are_refused(tm
     with pytest.raises(EvalCSVError, match="sb3_kwargs must be JSON values"):
         train_sb3("Pendulum-v1", 0, 100, 100, tmp_path / "other", episodes=1, max_steps=20,
                   sb3_kwargs={"action_noise": object()})  # fmt: skip
+
+
+def test_bad_kwargs_are_refused_naming_them(tmp_path):
+    """A misspelt SAC keyword or text that is not JSON: exit 2 with the reason, no traceback,
+    and no run directory content."""
+
+    def run(kwargs: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "sb3_sac.py"),
+                "Pendulum-v1",
+                "--frames=100",
+                "--eval-every=100",
+                f"--dir={tmp_path / 'run'}",
+                f"--kwargs={kwargs}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    misspelt = run('{"learnin_starts": 5}')
+    assert misspelt.returncode == 2 and "learnin_starts" in misspelt.stderr, misspelt.stderr
+    assert "is not what SB3's SAC takes" in misspelt.stderr
+    broken = run("{learning_starts: 5}")
+    assert broken.returncode == 2 and "--kwargs is not JSON" in broken.stderr, broken.stderr
+    assert "Traceback" not in misspelt.stderr + broken.stderr
+    assert not (tmp_path / "run" / "eval.csv").exists()
