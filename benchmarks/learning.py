@@ -12,7 +12,8 @@ The suite (README, "The MuJoCo suite"): sac_v1, sac_v2 and SB3 SAC (its defaults
 Walker2d and Ant, seeds 0 and 1, 300k frames, evaluated every 10k frames. Runs go to
 ``<dir>/<env>_<loss>_seed<s>`` (ours: ``+experiment=suite``; SB3: ``benchmarks/sb3_sac.py``), in the
 order sac_v1 seeds 0-1, SB3 seed 0, sac_v2 seed 0, then the rest, ``--jobs`` at once. Every run
-resumes: stopping the campaign (SIGTERM/SIGINT) checkpoints the runs under way, and the same
+resumes: stopping the campaign (SIGTERM/SIGINT, or SIGHUP: its terminal closed, unless under
+``nohup``) checkpoints the runs under way, and the same
 command continues the unfinished runs and skips the finished ones. ``--runs`` takes only the named
 runs, in the order given; ``--skip-finished-in DEST`` leaves out the runs whose results in ``DEST``
 (the repository's ``benchmarks/results/suite``) already reach the last frame, so that a campaign
@@ -50,6 +51,7 @@ from sac_tr.eval_csv import (
     read_eval_rows,
     write_eval_file,
 )
+from sac_tr.signals import say
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
@@ -212,7 +214,8 @@ def run_suite(
     out_dir: Path, jobs: int, runs: list[str] | None = None, finished_in: Path | None = None
 ) -> None:
     """Run the campaign (or the ``runs`` named, see ``select_jobs``) ``jobs`` at a time; on
-    SIGTERM/SIGINT stop the runs under way (each checkpoints) and start no new one. Each run's
+    SIGTERM/SIGINT/SIGHUP (its terminal closed, unless under ``nohup``) stop the runs under way
+    (each checkpoints) and start no new one. Each run's
     output goes to ``<dir>/logs/<name>.log``."""
     queue = select_jobs(suite_jobs(out_dir), runs, finished_in)
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -225,7 +228,11 @@ def run_suite(
             for proc in running:
                 os.kill(proc.pid, signal.SIGTERM)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        sig: signal.signal(sig, stop)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        if not (sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN)  # nohup
+    }
 
     def work(job: tuple[str, list[str], Path]) -> None:
         name, cmd, run_dir = job
@@ -234,10 +241,10 @@ def run_suite(
         try:
             frames = last_frames(run_dir)
         except EvalCSVError as err:  # this run would refuse it too; the others go on
-            print(f"{name}: not run: {err}", flush=True)
+            say(f"{name}: not run: {err}")
             return
         if frames >= SUITE["frames"]:  # also when its checkpoints were deleted
-            print(f"{name}: finished ({run_dir / 'eval.csv'} reaches the last frame)", flush=True)
+            say(f"{name}: finished ({run_dir / 'eval.csv'} reaches the last frame)")
             return
         if name.split("_")[1] == "sb3":
             env, _, seed = name.split("_")
@@ -282,7 +289,7 @@ def run_suite(
             code, peak_mib = reap(proc)
         ended = describe_exit(code)
         record(f" {ended}, peak memory {peak_mib:.0f} MiB")
-        print(f"{time.strftime('%H:%M:%S')} {name}: {ended}", flush=True)
+        say(f"{time.strftime('%H:%M:%S')} {name}: {ended}")  # its terminal may be gone (SIGHUP)
 
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -489,8 +496,8 @@ def main() -> None:
                 collect_suite(out_dir, args.collect)
             elif not args.report:
                 run_suite(out_dir, args.jobs, args.runs, args.skip_finished_in)
-            print(f"{out_dir}: deterministic evaluation return (10 episodes), mean over the seeds")
-            print(suite_table(out_dir, SUITE["report"], [SUITE["eval_every"], *SUITE["report"]]))
+            say(f"{out_dir}: deterministic evaluation return (10 episodes), mean over the seeds")
+            say(suite_table(out_dir, SUITE["report"], [SUITE["eval_every"], *SUITE["report"]]))
         except EvalCSVError as err:  # a damaged result in --skip-finished-in: before any run
             print(f"learning.py: {err}", file=sys.stderr)
             sys.exit(2)

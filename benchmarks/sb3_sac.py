@@ -44,6 +44,7 @@ from sac_tr.eval_csv import (
 )
 from sac_tr.evaluation import EVAL_SEED_OFFSET, evaluate
 from sac_tr.run_lock import RunDirInUseError, hold_run_dir
+from sac_tr.signals import say
 from sac_tr.tracking import EvalCSV
 from sac_tr.train import restart_before_first_checkpoint, say_trimmed
 
@@ -245,13 +246,13 @@ def train_sb3(
             signal.signal(sig, handler)
     row = last_eval_row(run_dir / "eval.csv")
     last = f"{float(row['return_mean']):.1f} at {row['frames']} frames" if row else "none"
-    print(
+    say(  # after SIGHUP its terminal may be gone: then not an error
         f"SB3 {env_id} seed {seed}: checkpoint at {last_save['at']} frames, last evaluation {last}"
     )
     if last_save["at"] >= frames:  # finished, even if a signal came with the last step
         return None
     if stop["signum"] is not None:
-        print(f"Stopped at {last_save['at']} frames; rerun the same command to continue.")
+        say(f"Stopped at {last_save['at']} frames; rerun the same command to continue.")
     return stop["signum"]
 
 

@@ -29,7 +29,7 @@ from sac_tr.eval_csv import EvalCSVError
 from sac_tr.refusal import refuse
 from sac_tr.run_dirs import remove_if_unused
 from sac_tr.run_lock import RunDirInUseError
-from sac_tr.signals import forward_signal
+from sac_tr.signals import forward_signal, say
 from sac_tr.train import train
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering for eval videos
@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> None:
     if str(summary.run_dir) != str(output_dir):
         remove_if_unused(output_dir)  # resumed in the original run directory
     if summary.already_finished:
-        print(
+        say(
             f"Already finished: {summary.run_dir} holds a checkpoint at {summary.frames} frames "
             f"(total_frames={cfg.total_frames}); last eval return {summary.last_eval_return:.1f}. "
             "Raise total_frames to train further."
@@ -61,13 +61,13 @@ def main(cfg: DictConfig) -> None:
         command = shlex.join(
             ["python", "recipes/sac_mujoco.py", *overrides, f"resume={summary.run_dir}"]
         )  # quoted for the shell: an override may hold spaces, brackets or quotes
-        print(
+        say(  # after SIGHUP the terminal may be gone: then not an error
             f"Stopped by {summary.interrupted_by} at {summary.frames} frames ({summary.updates} updates); "
             f"checkpoint saved to {summary.checkpoint}.\nResume with: {command}"
         )
         forward_signal(summary.interrupted_by)  # under submitit: requeue (it may exit here)
         sys.exit(128 + int(getattr(signal, summary.interrupted_by)))
-    print(
+    say(  # a signal in the last batch: the run finished, and its terminal may be gone
         f"Done: {summary.frames} frames, {summary.updates} updates, "
         f"last eval return {summary.last_eval_return:.1f}, {summary.frames_per_second:.0f} frames/s. "
         f"Run directory: {summary.run_dir} (eval.csv, checkpoints/step_<frames>.pt, videos/)"

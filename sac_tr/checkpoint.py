@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from sac_tr.eval_csv import fsync_path
+
 __all__ = [
     "CheckpointError",
     "buffer_dir",
+    "check_buffer_beside",
     "checkpoint_bytes",
     "checkpoint_path",
     "find_checkpoint",
@@ -107,12 +110,29 @@ def rotate_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> list[Path]:
     return old
 
 
-def set_aside_newer(path: str | os.PathLike) -> list[Path]:
+def check_buffer_beside(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse to resume a checkpoint saved with its replay buffer when the buffer's folder is not
+    beside it (the ``.pt`` file copied on its own): raised before anything is built, rather than
+    a missing file from deep inside the buffer's loader once the run is."""
+    folder = buffer_dir(path)
+    if state.get("has_buffer") and not folder.is_dir():
+        raise CheckpointError(
+            f"{str(path)!r} was saved with its replay buffer, but the buffer's folder "
+            f"{str(folder)!r} is not beside it (the checkpoint file copied without it, or the "
+            f"folder deleted). Copy {folder.name}/ from where the checkpoint came from into "
+            f"{str(folder.parent)!r}, then launch again; a run can continue only with the "
+            "transitions it learned from."
+        )
+
+
+def set_aside_newer(path: str | os.PathLike, curve: str | os.PathLike | None = None) -> list[Path]:
     """Move the checkpoints newer than ``path`` in its folder (and their buffers) into a new
     ``abandoned/<n>/`` beside them (n = 1, 2, ...: one folder per set-aside, so a timeline left
     later never replaces one left earlier): a run resumed from an older checkpoint leaves that
-    timeline, and ``resume=auto`` (the newest checkpoint) must not return to it. Returns where
-    they went."""
+    timeline, and ``resume=auto`` (the newest checkpoint) must not return to it. ``curve``, the
+    run's ``eval.csv`` before the resume trims it, is copied there first as ``LEFT_CURVE`` (whole
+    or not at all), so a copy of one of them can continue with its curve. Returns where they
+    went."""
     path = Path(path)
     newer = [p for p in list_checkpoints(path.parent) if p.name > path.name]
     if not newer:
@@ -121,6 +141,12 @@ def set_aside_newer(path: str | os.PathLike) -> list[Path]:
     n = 1 + max((int(d.name) for d in root.glob("*") if _NUMBERED.fullmatch(d.name)), default=0)
     aside = root / str(n)
     aside.mkdir(parents=True)
+    if curve is not None and Path(curve).is_file():  # before any checkpoint leaves its timeline
+        partial = aside / f"{LEFT_CURVE}.tmp"
+        shutil.copyfile(curve, partial)
+        fsync_path(partial)
+        os.replace(partial, aside / LEFT_CURVE)
+        fsync_path(aside)
     for old in newer:
         for item in (old, buffer_dir(old)):
             if item.exists():
@@ -129,6 +155,8 @@ def set_aside_newer(path: str | os.PathLike) -> list[Path]:
 
 
 ABANDONED = "abandoned"  # where ``set_aside_newer`` moves a left timeline's checkpoints
+# beside them, the eval.csv of the timeline they were on (``set_aside_newer``)
+LEFT_CURVE = "timeline_eval.csv"
 _NUMBERED = re.compile(r"[0-9]+")  # its folders, one per set-aside
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sac_tr.checkpoint import (
     ABANDONED,
+    LEFT_CURVE,
     PREFIX,
     SUFFIX,
     CheckpointError,
@@ -94,7 +95,8 @@ def refuse_abandoned(path: Path) -> NoReturn:
     """Refuse to continue a checkpoint that ``set_aside_newer`` moved into ``abandoned/``: the
     run left that timeline, and the evaluations it made after the resume point were trimmed from
     the run's ``eval.csv``, so continuing it in its run would splice two timelines' curves (or
-    leave a gap). It can continue in a directory of its own, its curve starting at its frames."""
+    leave a gap). It can continue in a directory of its own, with the curve of the timeline it
+    was on (``LEFT_CURVE``, kept beside it since 2026-12-04) or, without one, from its frames."""
     run = run_dir_of(path)
     aside = path.parent.name  # abandoned/<n>/: a copy named for each set-aside
     copy = run.parent / (
@@ -104,14 +106,26 @@ def refuse_abandoned(path: Path) -> NoReturn:
     )
     files = [path, *([buffer_dir(path)] if buffer_dir(path).is_dir() else [])]
     target = shlex.quote(str(copy / "checkpoints"))
+    curve = path.parent / LEFT_CURVE  # kept since 2026-12-04: the copy's curve starts at frame 0
+    copy_curve = (
+        f"    cp {shlex.quote(str(curve))} {shlex.quote(str(copy / 'eval.csv'))}\n"
+        if curve.is_file()
+        else ""
+    )
+    start = (
+        "at frame 0, with the evaluations of the timeline it was on"
+        if copy_curve
+        else f"at {checkpoint_frames(path):,} frames"
+    )
     raise CheckpointError(
         f"{str(path)!r} was set aside in checkpoints/{ABANDONED}/ when {str(run)!r} was resumed "
         "from an earlier checkpoint: that run has left its timeline, and the evaluations made "
         "along it were trimmed from its eval.csv, so it cannot continue there.\n"
-        "To continue it in a directory of its own (its curve starting at "
-        f"{checkpoint_frames(path):,} frames), copy it there:\n"
+        f"To continue it in a directory of its own (its curve starting {start}), copy it "
+        "there:\n"
         f"    mkdir -p {target}\n"
         f"    cp -r {' '.join(shlex.quote(str(f)) for f in files)} {target}/\n"
+        f"{copy_curve}"
         f"then launch the run's command with resume={shlex.quote(str(copy))} (move that directory "
         "out of a sweep you read with recipes/plot.py: it would count as one more run).\n"
         f"To evaluate it: python recipes/evaluate.py checkpoint={shlex.quote(str(path))}"

@@ -1,14 +1,17 @@
 """Stop a training run cleanly on SIGINT (Ctrl-C), SIGTERM (a cluster's pre-emption), SIGUSR2
 (submitit's warning before a SLURM time limit) or SIGHUP (its terminal closed), then hand the
-signal on to whoever was listening."""
+signal on to whoever was listening; ``say`` prints what a stopped run reports, even with its
+terminal gone."""
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import threading
 from types import FrameType
 
-__all__ = ["StopOnSignal", "forward_signal"]
+__all__ = ["StopOnSignal", "forward_signal", "say"]
 
 
 class StopOnSignal:
@@ -58,3 +61,20 @@ def forward_signal(name: str) -> bool:
         return False
     handler(signum, None)
     return True
+
+
+def say(text: str) -> None:
+    """Print ``text``. When the terminal is gone (the SIGHUP case: a closed terminal answers
+    EIO; a pipe whose reader went with it, EPIPE), point this process's stdout and stderr at
+    ``/dev/null``: neither this line nor any output still buffered (Python exits with 120 when
+    it cannot flush it) turns a run that stopped cleanly into an error exit. Any other error (a
+    full disk under a redirected log) is raised."""
+    try:
+        print(text, flush=True)
+    except OSError as err:
+        if err.errno not in (errno.EIO, errno.EPIPE):
+            raise
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)

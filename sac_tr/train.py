@@ -7,6 +7,7 @@ buffer, logger, counters) and does each step's bookkeeping in one small method.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shlex
 import time
@@ -24,8 +25,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sac_tr.agent import make_agent, update
 from sac_tr.checkpoint import (
+    LEFT_CURVE,
     CheckpointError,
     buffer_dir,
+    check_buffer_beside,
     checkpoint_bytes,
     checkpoint_path,
     get_rng_state,
@@ -98,6 +101,9 @@ class Counters:
     updates: int = 0
     evals: int = 0
     evaluated_at: int = -1  # frames of the last evaluation (-1: none yet)
+    # of ``evals``, those in another directory's eval.csv: a checkpoint continued in a directory
+    # of its own, whose curve starts after them (``TrainingRun._restore``)
+    evals_elsewhere: int = 0
     update_credit: float = 0.0  # fractional updates owed when utd_ratio is not an integer
     skipped_transitions: int = 0  # NaN/inf transitions dropped (nan_guard=true)
     skipped_updates: int = 0  # batches with a NaN/inf loss skipped (nan_guard=true)
@@ -180,7 +186,7 @@ def _train(cfg: DictConfig, launch_dir: Path, launch: dict[str, str], held: Path
             # before anything is built
             EvalCSV.check(run_dir, eval_columns(cfg), unfinished_ok=True)
             rows, counted = counted_rows(run_dir / "eval.csv", *_count(resumed[0]))
-        except (ConfigError, EvalCSVError):
+        except (ConfigError, EvalCSVError, CheckpointError):
             if in_place:
                 _keep_run_record(run_dir, resumed[0])  # the refused command is not the run's
             raise
@@ -195,9 +201,20 @@ def _train(cfg: DictConfig, launch_dir: Path, launch: dict[str, str], held: Path
                     "newline; completed."
                 )
             return finished_summary(resumed[0], run_dir, path, rows)
+        try:  # a run that goes on loads its buffer (a finished one never does)
+            check_buffer_beside(resumed[0], path)
+        except CheckpointError:
+            if in_place:
+                _keep_run_record(run_dir, resumed[0])
+            raise
         say_nan_guard_switch(resumed[0], cfg, path)  # a run that goes on: its checks passed
-        for moved in set_aside_newer(path):  # resume=PATH to an older checkpoint
-            print(f"Resuming from {path.name}: the newer {moved.name} moved to {moved.parent}/.")
+        # resume=PATH to an older checkpoint: the newer ones, and the curve they were on (before
+        # TrainingRun trims it), go to checkpoints/abandoned/<n>/
+        moved = set_aside_newer(path, curve=run_dir / "eval.csv")
+        for step in moved:
+            print(f"Resuming from {path.name}: the newer {step.name} moved to {step.parent}/.")
+        if moved and (moved[0].parent / LEFT_CURVE).is_file():
+            print(f"The curve they were on is kept as {moved[0].parent / LEFT_CURVE}.")
     first_update = max(cfg.env.init_random_frames, cfg.batch_size)  # see TrainingRun.learn
     if cfg.total_frames < first_update:
         print(
@@ -405,9 +422,14 @@ def _keep_run_record(run_dir: Path, state: dict) -> None:
 
 
 def _count(state: dict) -> tuple[int, int | None, int | None]:
-    """What a checkpoint says of its curve, as ``trim_eval_csv`` takes it: its frames, the
-    evaluations it counts and the frames of its last one (``None``: not recorded)."""
-    return int(state["frames"]), state.get("evals"), state.get("evaluated_at")
+    """What a checkpoint says of its curve in its run directory, as ``trim_eval_csv`` takes it:
+    its frames, the evaluations it counts there (less those made in another directory, before
+    it was continued in this one: ``Counters.evals_elsewhere``) and the frames of its last one
+    (``None``: not recorded)."""
+    evals = state.get("evals")
+    if evals is not None:
+        evals -= state.get("evals_elsewhere", 0)
+    return int(state["frames"]), evals, state.get("evaluated_at")
 
 
 def evaluation_due(
@@ -424,7 +446,8 @@ def evaluation_due(
     if state.get("evals") is None or counted.missing:
         return False
     frames = int(state["frames"])
-    last = int(float(rows[-1]["frames"])) if rows else 0
+    # its last evaluation: in the curve, or made in another directory (``evals_elsewhere``)
+    last = int(float(rows[-1]["frames"])) if rows else max(state.get("evaluated_at") or 0, 0)
     every = cfg.eval.every_frames
     saved_total = OmegaConf.create(state["config"]).get("total_frames", frames + 1)
     return last < frames and (last // every < frames // every or frames >= int(saved_total))
@@ -456,6 +479,8 @@ def wandb_run_to_continue(state: dict, run_dir: Path) -> str | None:
     wandb_id, written_in = state.get("wandb_id") or None, state.get("run_dir")
     if not (wandb_id and written_in) or Path(written_in) == run_dir.resolve():
         return wandb_id
+    if Path(written_in).is_dir() and os.path.samefile(written_in, run_dir):
+        return wandb_id  # the same directory by another path (a bind mount, another mount point)
     if not (Path(written_in) / "eval.csv").is_file():  # moved here, or its original removed
         return wandb_id
     print(
@@ -533,7 +558,11 @@ class TrainingRun:
                 **OmegaConf.to_container(cfg, resolve=True),
                 "network_paths": self.agent.paths,  # which networks run accelerated
             },
-            run_id=wandb_run_to_continue(resumed[0], run_dir) if resumed else None,
+            run_id=(
+                wandb_run_to_continue(resumed[0], run_dir)
+                if resumed and cfg.logger.backend == "wandb"
+                else None
+            ),
         )
         self.eval_csv = EvalCSV(self.run_dir, extra=eval_columns(cfg))
         self.losses_sum: TensorDictBase | None = None
@@ -832,6 +861,8 @@ class TrainingRun:
         done = trim_eval_csv(self.run_dir / "eval.csv", *_count(state))
         say_trimmed(self.run_dir / "eval.csv", self.counters.frames, done)
         row = last_eval_row(self.run_dir / "eval.csv")
+        if done.missing and row is None:  # continued in a directory of its own: the curve there
+            self.counters.evals_elsewhere += done.missing  # starts now, and later resumes know it
         if state.get("evals") is None:  # counted from now on: what the curve holds
             self.counters.evals = len(read_eval_rows(self.run_dir / "eval.csv"))
         if state.get("evaluated_at") is None:  # recorded from now on

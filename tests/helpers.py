@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +15,24 @@ from torchrl.data import Bounded
 
 from sac_tr import SACv1Loss, make_actor, make_qvalue, make_value
 from sac_tr.losses import SACv2Loss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(
+    script: str, *args: str, timeout: float = 120, **kwargs
+) -> subprocess.CompletedProcess:
+    """Run the repository's ``script`` (e.g. ``"recipes/evaluate.py"``) with ``args`` in a new
+    Python process, as a user would from the shell; its output is captured as text.
+    ``kwargs`` go to ``subprocess.run`` (``cwd``, ``env``)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
 
 # Tests that build an agent, train, evaluate, checkpoint or resume run on each of these devices;
 # the CUDA cases are skipped (with this reason) on a machine without a GPU.

@@ -2,22 +2,14 @@
 an unknown key added with '+' is refused with a message."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 from sac_tr.cli_help import help_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, run_script
 
 
 def run_recipe(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "sac_mujoco.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
+    return run_script("recipes/sac_mujoco.py", *args, cwd=cwd)
 
 
 def test_help_lists_the_keys_with_their_comments_and_only_the_users_groups(tmp_path):

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from sac_tr.checkpoint import CheckpointError
 from sac_tr.eval_csv import (
@@ -21,7 +22,7 @@ from sac_tr.eval_csv import (
     trim_eval_csv,
 )
 from sac_tr.tracking import EvalCSV
-from sac_tr.train import train
+from sac_tr.train import evaluation_due, train
 from tests.test_recipe import make_cfg
 
 HEADER = "frames,updates,return_mean,return_std,episodes,wall_time_s"
@@ -224,10 +225,15 @@ def test_an_abandoned_checkpoint_is_refused_in_its_run_and_continues_in_a_copy(t
     record.parent.mkdir(parents=True)
     record.write_text("- total_frames=300\n")
     train(make_cfg("total_frames=300", "logger=none"), run)
+    original = read_eval_rows(run / "eval.csv")
     ckpt = run / "checkpoints"
     step_200 = next(p for p in ckpt.glob("step_*.pt") if p.name.endswith("200.pt"))
     train(make_cfg("total_frames=250", "logger=none", f"resume={step_200}"), run)
     abandoned = ckpt / "abandoned" / "1" / "step_0000000300.pt"
+    # The curve it was on, as the run wrote it to 300 frames, is kept beside it.
+    left = ckpt / "abandoned" / "1" / "timeline_eval.csv"
+    left_rows = read_eval_rows(left)
+    assert [r["frames"] for r in left_rows] == ["100", "200", "300"] and left_rows == original
     before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     curve = (run / "eval.csv").read_text()
     with pytest.raises(CheckpointError) as err:
@@ -244,20 +250,21 @@ def test_an_abandoned_checkpoint_is_refused_in_its_run_and_continues_in_a_copy(t
     assert record.read_text() == "- total_frames=300\n"
     lines = message.splitlines()
     commands = [line.strip() for line in lines if line.startswith("    ")]
-    assert [c.split()[:2] for c in commands] == [["mkdir", "-p"], ["cp", "-r"]]
+    assert [c.split()[:2] for c in commands] == [["mkdir", "-p"], ["cp", "-r"], ["cp", str(left)]]
     subprocess.run(" && ".join(commands), shell=True, check=True)
     command = re.search(r"with resume=(\S+) ", message)
     capsys.readouterr()
     done = train(
         make_cfg("total_frames=400", "logger=none", f"resume={command[1]}"), tmp_path / "x"
     )
-    assert (
-        "holds none of the 3 evaluations the checkpoint at 300 frames counts (a checkpoint "
-        "continued in a directory of its own)" in capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert "holds none" not in out and "lacks" not in out
     copy = Path(command[1])
     assert copy == tmp_path / "run_abandoned1_step_0000000300" and done.frames == 400
-    assert [r["frames"] for r in read_eval_rows(copy / "eval.csv")] == ["400"]
+    # The copy's curve is the left timeline's (its row at 300 frames, trimmed from the run's
+    # curve, included), then its own evaluation at 400.
+    copied = read_eval_rows(copy / "eval.csv")
+    assert copied[:3] == left_rows and [r["frames"] for r in copied] == ["100", "200", "300", "400"]
     assert (run / "eval.csv").read_text() == curve
     # A checkpoint copied out on its own (not in a checkpoints/ folder) would have continued in
     # its folder's parent: refused, with the commands that give it a run directory.
@@ -269,6 +276,24 @@ def test_an_abandoned_checkpoint_is_refused_in_its_run_and_continues_in_a_copy(t
     assert not (tmp_path / "eval.csv").exists() and not (tmp_path / "checkpoints").exists()
     message = str(err.value)
     assert "mkdir -p " in message and "then launch the run's command with resume=" in message
+    # Its commands give it a directory whose curve starts after 250 frames: said once, and the
+    # later resumes there count from it (no gap warned on each).
+    commands = [line.strip() for line in message.splitlines() if line.startswith("    ")]
+    subprocess.run(" && ".join(commands), shell=True, check=True)
+    home = Path(re.search(r"with resume=(\S+)\.", message)[1])
+    # It was copied without its replay buffer: named before anything is built or written.
+    with pytest.raises(CheckpointError, match=r"step_0000000250.buffer' is not beside it"):
+        train(make_cfg("total_frames=300", "logger=none", f"resume={home}"), tmp_path / "z")
+    assert not (home / "eval.csv").exists()
+    buffer = next(ckpt.glob("step_*250.buffer"))
+    shutil.copytree(buffer, home / "checkpoints" / buffer.name)
+    capsys.readouterr()
+    train(make_cfg("total_frames=300", "logger=none", f"resume={home}"), tmp_path / "z")
+    assert "holds none of the 3 evaluations" in capsys.readouterr().out
+    train(make_cfg("total_frames=400", "logger=none", "resume=auto"), home)
+    out = capsys.readouterr().out
+    assert "lacks" not in out and "holds none" not in out
+    assert [r["frames"] for r in read_eval_rows(home / "eval.csv")] == ["300", "400"]
 
 
 def test_a_finished_run_reports_and_completes_its_counted_last_row(tmp_path, capsys):
@@ -289,3 +314,21 @@ def test_a_finished_run_reports_and_completes_its_counted_last_row(tmp_path, cap
     )
     assert path.read_text().replace("\r\n", "\n") == text.replace("\r\n", "\n")
     assert last_eval_row(path)["frames"] == "300"
+
+
+def test_an_evaluation_is_due_only_where_the_checkpoints_curve_lacks_it():
+    """``evaluation_due``, by hand, every 100 frames: a checkpoint at a multiple of 100 whose last
+    evaluation is before it was written by a fault stop before that evaluation; one between two
+    multiples was not. A copy continued in a directory of its own (its 3 evaluations, the last at
+    250 frames, made elsewhere) is judged by that last evaluation, not by its empty curve."""
+    cfg = make_cfg("total_frames=1000")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    whole = Trimmed(dropped=0, missing=0, completed=False, cut=False)
+    rows = [{"frames": "100"}, {"frames": "200"}]
+    own = {"frames": 300, "evals": 2, "evaluated_at": 200, "config": config}
+    assert evaluation_due(own, cfg, rows, whole)
+    assert not evaluation_due({**own, "frames": 250}, cfg, rows, whole)
+    assert not evaluation_due(own, cfg, rows, whole._replace(missing=1))  # which one: unknown
+    copy = {"frames": 270, "evals": 3, "evals_elsewhere": 3, "evaluated_at": 250, "config": config}
+    assert not evaluation_due(copy, cfg, [], whole)  # stopped at 270: 300 not reached
+    assert evaluation_due({**copy, "frames": 300}, cfg, [], whole)

@@ -5,7 +5,6 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,8 @@ from hydra import compose, initialize_config_dir
 from sac_tr.checkpoint import CheckpointError, buffer_dir, find_checkpoint, load_checkpoint
 from sac_tr.config import ConfigError
 from sac_tr.train import TrainingRun, train
+from tests.helpers import ROOT, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = [
     "env=pendulum",
     "env.init_random_frames=100",
@@ -154,17 +153,8 @@ def test_bad_config_fails_before_training(override, message, tmp_path):
 
 def test_recipe_command_line_rejects_bad_and_unknown_keys(tmp_path):
     def run(*args):
-        return subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "recipes" / "sac_mujoco.py"),
-                *args,
-                f"hydra.run.dir={tmp_path / 'run'}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=tmp_path,
+        return run_script(
+            "recipes/sac_mujoco.py", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
         )
 
     bad = run("env=pendulum", "total_frames=0")
@@ -179,22 +169,17 @@ def test_a_refused_sweep_job_fails_alone_and_the_others_finish(tmp_path):
     """Under the joblib launcher a job that exits ended the whole sweep and killed the jobs
     running beside it (their progress since the last checkpoint lost). A refused job now fails
     alone: its sibling trains to the end, and the sweep exits 1 naming the refusal."""
-    sweep = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "recipes" / "sac_mujoco.py"),
-            "-m",
-            "+sweep=local",
-            "hydra.launcher.n_jobs=2",
-            f"hydra.sweep.dir={tmp_path}",
-            "hydra.sweep.subdir=seed${seed}",
-            *FAST,
-            "total_frames=300",
-            "logger=none",
-            "seed=-1,0",
-        ],
-        capture_output=True,
-        text=True,
+    sweep = run_script(
+        "recipes/sac_mujoco.py",
+        "-m",
+        "+sweep=local",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweep.subdir=seed${seed}",
+        *FAST,
+        "total_frames=300",
+        "logger=none",
+        "seed=-1,0",
         timeout=600,
         cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -218,18 +203,12 @@ def test_accelerate_on_refusing_a_users_network_exits_with_the_reason(tmp_path):
         "              norm_class=nn.LayerNorm, norm_kwargs={'normalized_shape': hidden_sizes[0]})\n"
         "    return ValueOperator(net, in_keys=['observation', 'action'])\n"
     )
-    refused = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "recipes" / "sac_mujoco.py"),
-            "env=pendulum",
-            "accelerate=on",
-            "critic.target=normed_parts.make_normed_qvalue",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    refused = run_script(
+        "recipes/sac_mujoco.py",
+        "env=pendulum",
+        "accelerate=on",
+        "critic.target=normed_parts.make_normed_qvalue",
+        f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )
@@ -241,19 +220,13 @@ def test_accelerate_on_refusing_a_users_network_exits_with_the_reason(tmp_path):
 
 def test_evaluate_recipe_reports_the_saved_policy(tmp_path):
     train(make_cfg("total_frames=200", "logger=none"), tmp_path)
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "recipes" / "evaluate.py"),
-            f"checkpoint={tmp_path}",
-            "episodes=1",
-            "max_steps=50",
-            "video=true",
-            f"video_path={tmp_path / 'play.mp4'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_script(
+        "recipes/evaluate.py",
+        f"checkpoint={tmp_path}",
+        "episodes=1",
+        "max_steps=50",
+        "video=true",
+        f"video_path={tmp_path / 'play.mp4'}",
     )
     assert done.returncode == 0, done.stderr
     assert "Pendulum-v1, checkpoint at 200 frames" in done.stdout
@@ -262,12 +235,7 @@ def test_evaluate_recipe_reports_the_saved_policy(tmp_path):
     assert "(not compared with the run's eval.csv: episodes=1 (the run's: 2))" in done.stdout
     assert "The run's own evaluation" not in done.stdout
     assert (tmp_path / "play.mp4").stat().st_size > 1000
-    missing = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "evaluate.py"), "checkpoint=/nope"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    missing = run_script("recipes/evaluate.py", "checkpoint=/nope")
     assert missing.returncode == 2 and "No checkpoint at '/nope'" in missing.stderr
 
 
@@ -279,12 +247,7 @@ def test_evaluate_recipe_remakes_the_runs_own_evaluation_and_checks_its_input(tm
     assert logged[0] == "200"
 
     def run(*args):
-        return subprocess.run(
-            [sys.executable, str(ROOT / "recipes" / "evaluate.py"), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_script("recipes/evaluate.py", *args)
 
     done = run(f"checkpoint={tmp_path}")
     assert done.returncode == 0, done.stderr
@@ -408,6 +371,49 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
         "/unused",
     )
     assert resumed.frames == state["frames"] + 50 and resumed.updates == state["updates"] + 50
+
+
+def test_a_closed_terminal_stops_the_run_with_a_checkpoint_and_exit_129(tmp_path):
+    """The terminal a run was started from closes (an ssh session drops): the kernel sends the run
+    SIGHUP and every later write to that terminal fails (EIO). The run checkpoints and exits 129,
+    as it does on SIGTERM; its "Resume with" line, which can no longer be printed, does not turn
+    that into an error exit (it did: exit 1)."""
+    import pty
+    import select
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    args = [*FAST, "total_frames=100000", "logger=none", "checkpoint.every_frames=100000"]
+    script = str(ROOT / "recipes" / "sac_mujoco.py")
+    pid, terminal = pty.fork()  # the run in a session of its own, the pty its terminal
+    if pid == 0:
+        try:  # as a terminal's shell starts it (not under nohup, whatever ran the tests)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            os.chdir(tmp_path)
+            os.execv(sys.executable, [sys.executable, script, *args, f"hydra.run.dir={run_dir}"])
+        finally:
+            os._exit(127)
+    eval_csv, shown, status = run_dir / "eval.csv", b"", None
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not (
+            eval_csv.exists() and len(eval_csv.read_text().splitlines()) >= 3
+        ):
+            if select.select([terminal], [], [], 0.2)[0]:  # read it, so the run never blocks
+                shown += os.read(terminal, 65536)
+        os.close(terminal)  # the terminal closes: the kernel hangs it up
+        deadline = time.time() + 60
+        while status is None and time.time() < deadline:
+            done, code = os.waitpid(pid, os.WNOHANG)
+            status = os.waitstatus_to_exitcode(code) if done else time.sleep(0.2)
+    finally:
+        if status is None:  # never leave the run behind if the test fails
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert status == 128 + signal.SIGHUP, shown.decode(errors="replace")[-2000:]
+    state = load_checkpoint(run_dir)
+    assert 200 <= state["frames"] < 100000  # saved at the stop: the periodic one never came
 
 
 def test_an_observation_space_sac_cannot_read_is_named():

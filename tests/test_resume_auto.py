@@ -358,3 +358,7 @@ def test_a_copied_checkpoint_logs_to_a_new_wandb_run_and_a_moved_one_continues(t
     assert wandb_run_to_continue(state, copy) is None  # copied: two runs, two W&B runs
     assert "logs to a new W&B run, not to that run's (abc123)" in capsys.readouterr().out
     assert wandb_run_to_continue({**state, "wandb_id": ""}, copy) is None
+    # The same directory by another path is the same run: a bind mount, say, whose path the
+    # checkpoint recorded (resolved, as a symlink's would not be); a symlink stands in for it.
+    (tmp_path / "alias").symlink_to(run, target_is_directory=True)
+    assert wandb_run_to_continue({**state, "run_dir": str(tmp_path / "alias")}, run) == "abc123"

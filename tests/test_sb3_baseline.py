@@ -16,6 +16,7 @@ import pytest
 from stable_baselines3 import SAC  # a dev extra: missing, this file fails rather than skips
 
 from sac_tr.eval_csv import EvalCSVError
+from tests.helpers import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {
@@ -243,19 +244,13 @@ def test_bad_kwargs_are_refused_naming_them(tmp_path):
     and no run directory content."""
 
     def run(kwargs: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "benchmarks" / "sb3_sac.py"),
-                "Pendulum-v1",
-                "--frames=100",
-                "--eval-every=100",
-                f"--dir={tmp_path / 'run'}",
-                f"--kwargs={kwargs}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        return run_script(
+            "benchmarks/sb3_sac.py",
+            "Pendulum-v1",
+            "--frames=100",
+            "--eval-every=100",
+            f"--dir={tmp_path / 'run'}",
+            f"--kwargs={kwargs}",
         )
 
     misspelt = run('{"learnin_starts": 5}')

@@ -5,33 +5,28 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
 from sac_tr.signals import StopOnSignal, forward_signal
+from tests.helpers import run_script
 from tests.test_recipe import FAST, ROOT
 
 
 def _sweep(sweep_dir) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "recipes" / "sac_mujoco.py"),
-            "-m",
-            "hydra/launcher=submitit_local",
-            "hydra.launcher.timeout_min=10",
-            "hydra.launcher.cpus_per_task=1",
-            f"hydra.sweep.dir={sweep_dir}",
-            "hydra.sweep.subdir=seed${seed}",
-            *FAST,
-            "total_frames=200",
-            "logger=none",
-            "resume=auto",
-            "seed=0,1",
-        ],
-        capture_output=True,
-        text=True,
+    return run_script(
+        "recipes/sac_mujoco.py",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "hydra.launcher.cpus_per_task=1",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=seed${seed}",
+        *FAST,
+        "total_frames=200",
+        "logger=none",
+        "resume=auto",
+        "seed=0,1",
         cwd=ROOT,
         timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1"},

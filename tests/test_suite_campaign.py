@@ -224,8 +224,15 @@ def test_options_the_mode_would_ignore_are_refused(argv, message, monkeypatch, c
     assert message in capsys.readouterr().err
 
 
-def test_a_stop_signals_the_run_under_way_and_starts_no_other(tmp_path, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signals_the_run_under_way_and_starts_no_other(
+    tmp_path, monkeypatch, request, signum
+):
+    """SIGTERM (``kill <launcher>``) or SIGHUP (the terminal it was started from closed)."""
     learning = _learning()
+    # SIGHUP handled, not ignored (SIG_IGN: nohup), before the launch: the launcher replaces it.
+    before = signal.signal(signal.SIGHUP, lambda *args: None)
+    request.addfinalizer(lambda: signal.signal(signal.SIGHUP, before))
     campaign = tmp_path / "campaign"
     names = ["hopper_sac_v1_seed0", "walker2d_sac_v1_seed0"]
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]  # killed long before 60 s
@@ -237,9 +244,11 @@ def test_a_stop_signals_the_run_under_way_and_starts_no_other(tmp_path, monkeypa
         while not (campaign / names[0] / "commits.txt").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    }
     threading.Thread(target=stop_once_started, daemon=True).start()
     start = time.monotonic()
     learning.run_suite(campaign, 1)
