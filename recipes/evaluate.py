@@ -17,7 +17,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from sac_tr.agent import make_agent
-from sac_tr.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, run_dir_of
+from sac_tr.checkpoint import (
+    LEFT_CURVE,
+    CheckpointError,
+    find_checkpoint,
+    is_abandoned,
+    load_checkpoint,
+    run_dir_of,
+)
 from sac_tr.config import ConfigError, resolve_device, validate_evaluate_config
 from sac_tr.envs import make_env
 from sac_tr.eval_csv import EvalCSVError, read_eval_rows
@@ -64,8 +71,14 @@ def main(cfg: DictConfig) -> None:
             f"{k}={chosen[k]} (the run's: {own[k]})" for k in own if chosen[k] != own[k]
         )
         print(f"(not compared with the run's eval.csv: {other})")
-    elif path.parent.name == "checkpoints":  # not one set aside in abandoned/
+    elif path.parent.name == "checkpoints":
         say_run_row(path.parent.parent / "eval.csv", int(state["frames"]), float(returns.mean()))
+    elif is_abandoned(path):  # its rows were trimmed from the run's curve: the one it was on
+        curve = path.parent / LEFT_CURVE
+        if curve.is_file():
+            say_run_row(curve, int(state["frames"]), float(returns.mean()))
+        else:  # set aside before 2026-12-04, when the curve was not yet kept beside it
+            print(f"(not compared: no {LEFT_CURVE} beside it holds the curve it was on)")
     if cfg.video:
         video_path = Path(
             cfg.video_path or run_dir_of(path) / "videos" / f"playback_{state['frames']:09d}.mp4"

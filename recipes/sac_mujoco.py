@@ -29,7 +29,7 @@ from sac_tr.eval_csv import EvalCSVError
 from sac_tr.refusal import refuse
 from sac_tr.run_dirs import remove_if_unused
 from sac_tr.run_lock import RunDirInUseError
-from sac_tr.signals import forward_signal, say
+from sac_tr.signals import forward_signal, outlive_lost_output, say
 from sac_tr.train import train
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering for eval videos
@@ -38,6 +38,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering for eval videos
 @hydra.main(config_path="../configs", config_name="sac_mujoco", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     output_dir = HydraConfig.get().runtime.output_dir
+    outlive_lost_output()  # `| less` quit: the run goes on (its log file keeps the log)
     try:
         summary = train(cfg, output_dir)
     except RunDirInUseError as err:  # that directory is another process's run: leave it be
@@ -70,7 +71,8 @@ def main(cfg: DictConfig) -> None:
     say(  # a signal in the last batch: the run finished, and its terminal may be gone
         f"Done: {summary.frames} frames, {summary.updates} updates, "
         f"last eval return {summary.last_eval_return:.1f}, {summary.frames_per_second:.0f} frames/s. "
-        f"Run directory: {summary.run_dir} (eval.csv, checkpoints/step_<frames>.pt, videos/)"
+        f"Run directory: {summary.run_dir} (eval.csv, checkpoints/step_<frames>.pt"
+        + (", videos/)" if cfg.eval.video_every else ")")
     )
 
 

@@ -24,6 +24,7 @@ from sac_tr.checkpoint import (
     find_checkpoint,
     is_abandoned,
     list_checkpoints,
+    load_checkpoint,
     run_dir_of,
 )
 from sac_tr.run_lock import LOCK_NAME
@@ -72,13 +73,33 @@ def resolve_resume(resume: str | None, run_dir: str | os.PathLike) -> Path | Non
     return path
 
 
+def _files_to_copy(path: Path) -> tuple[list[Path], str]:
+    """The files that continue ``path`` elsewhere (the checkpoint, and its buffer's folder when
+    it is beside it), and a line for a checkpoint saved with its buffer whose folder is not: a
+    copy without it would be refused next (``check_buffer_beside``)."""
+    folder = buffer_dir(path)
+    if folder.is_dir():
+        return [path, folder], ""
+    try:
+        has_buffer = bool(load_checkpoint(path).get("has_buffer"))
+    except CheckpointError:  # damaged: named when it is resumed
+        has_buffer = False
+    missing = (
+        f"Its replay buffer's folder {folder.name}/ is not beside it: copy that too, from where "
+        "the checkpoint came from (a run continues only with the transitions it learned from).\n"
+        if has_buffer
+        else ""
+    )
+    return [path], missing
+
+
 def refuse_loose(path: Path) -> NoReturn:
     """Refuse to continue a checkpoint that is not in a run's ``checkpoints/`` folder (a file
     copied or downloaded on its own): a run continues in the directory its checkpoints are in,
     and this one's would be its folder's parent, which holds no run of it."""
     folder = path.absolute().parent
     home = folder / f"run_{path.stem}"
-    files = [path, *([buffer_dir(path)] if buffer_dir(path).is_dir() else [])]
+    files, missing = _files_to_copy(path)
     target = shlex.quote(str(home / "checkpoints"))
     raise CheckpointError(
         f"{str(path)!r} is not in a run's checkpoints/ folder, so it has no run directory to "
@@ -87,6 +108,7 @@ def refuse_loose(path: Path) -> NoReturn:
         f"{checkpoint_frames(path):,} frames):\n"
         f"    mkdir -p {target}\n"
         f"    cp -r {' '.join(shlex.quote(str(f)) for f in files)} {target}/\n"
+        f"{missing}"
         f"then launch the run's command with resume={shlex.quote(str(home))}."
     )
 
@@ -104,7 +126,7 @@ def refuse_abandoned(path: Path) -> NoReturn:
         if aside == ABANDONED
         else f"{run.name}_abandoned{aside}_{path.stem}"
     )
-    files = [path, *([buffer_dir(path)] if buffer_dir(path).is_dir() else [])]
+    files, missing = _files_to_copy(path)
     target = shlex.quote(str(copy / "checkpoints"))
     curve = path.parent / LEFT_CURVE  # kept since 2026-12-04: the copy's curve starts at frame 0
     copy_curve = (
@@ -120,14 +142,16 @@ def refuse_abandoned(path: Path) -> NoReturn:
     raise CheckpointError(
         f"{str(path)!r} was set aside in checkpoints/{ABANDONED}/ when {str(run)!r} was resumed "
         "from an earlier checkpoint: that run has left its timeline, and the evaluations made "
-        "along it were trimmed from its eval.csv, so it cannot continue there.\n"
+        f"along it are not in {'its eval.csv' if (run / 'eval.csv').is_file() else 'its curve'}"
+        ", so it cannot continue there.\n"
         f"To continue it in a directory of its own (its curve starting {start}), copy it "
         "there:\n"
         f"    mkdir -p {target}\n"
         f"    cp -r {' '.join(shlex.quote(str(f)) for f in files)} {target}/\n"
         f"{copy_curve}"
-        f"then launch the run's command with resume={shlex.quote(str(copy))} (move that directory "
-        "out of a sweep you read with recipes/plot.py: it would count as one more run).\n"
+        f"{missing}"
+        f"then launch the run's command with resume={shlex.quote(str(copy))} (keep the two apart "
+        "when you plot: recipes/plot.py takes them for the same run, twice, and refuses them).\n"
         f"To evaluate it: python recipes/evaluate.py checkpoint={shlex.quote(str(path))}"
     )
 
@@ -244,14 +268,25 @@ def restore_hydra_files(run_dir: str | os.PathLike, state: Mapping[str, Any]) ->
     return write_hydra_files(run_dir, state.get("hydra_files") or {"config.yaml": state["config"]})
 
 
-def write_hydra_files(run_dir: str | os.PathLike, files: Mapping[str, str]) -> list[str]:
+def write_hydra_files(
+    run_dir: str | os.PathLike, files: Mapping[str, str], create: bool = False
+) -> list[str]:
     """Replace those of hydra's ``.hydra/*.yaml`` files in ``run_dir`` that exist and differ from
-    ``files`` (name to text); nothing is created outside a hydra run. Returns the names rewritten."""
+    ``files`` (name to text); with ``create``, also write the missing ones (a run directory made
+    by copying a checkpoint, which has none): ``files`` must then be a hydra launch's record.
+    Returns the names written."""
     folder = Path(run_dir) / ".hydra"
+    if create and files:
+        folder.mkdir(exist_ok=True)
     written = []
     for name, text in files.items():
         target = folder / name
-        if name in HYDRA_FILES and target.is_file() and target.read_text() != text:
+        exists = target.is_file()
+        if (
+            name in HYDRA_FILES
+            and (exists or create)
+            and (not exists or target.read_text() != text)
+        ):
             # a name of its own: a refused launch may put the record back at the same time
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
             with os.fdopen(fd, "w") as f:

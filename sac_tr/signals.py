@@ -1,17 +1,22 @@
 """Stop a training run cleanly on SIGINT (Ctrl-C), SIGTERM (a cluster's pre-emption), SIGUSR2
 (submitit's warning before a SLURM time limit) or SIGHUP (its terminal closed), then hand the
 signal on to whoever was listening; ``say`` prints what a stopped run reports, even with its
-terminal gone."""
+terminal gone, and ``outlive_lost_output`` keeps a run training when whoever read its output
+went away (``| less`` quit, ``| tee`` killed)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import signal
+import sys
 import threading
 from types import FrameType
+from typing import TextIO
 
-__all__ = ["StopOnSignal", "forward_signal", "say"]
+__all__ = ["StopOnSignal", "forward_signal", "outlive_lost_output", "say"]
+
+_GONE = (errno.EIO, errno.EPIPE)  # a closed terminal answers EIO; a pipe without a reader, EPIPE
 
 
 class StopOnSignal:
@@ -72,9 +77,57 @@ def say(text: str) -> None:
     try:
         print(text, flush=True)
     except OSError as err:
-        if err.errno not in (errno.EIO, errno.EPIPE):
+        if err.errno not in _GONE:
             raise
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        for fd in (1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
+        _to_devnull(1, 2)
+
+
+def _to_devnull(*fds: int) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in fds:
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+class _OutlivingStream:
+    """``sys.stdout`` or ``sys.stderr`` for a long run: when a write or flush finds its reader
+    gone (EIO, EPIPE), its file descriptor is pointed at ``/dev/null`` and the output is dropped
+    from then on, instead of the error ending the run between two checkpoints. Everything else
+    is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO, fd: int) -> None:
+        self._stream, self._fd = stream, fd
+
+    def _outlive(self, method: str, *args: object) -> object:
+        try:
+            return getattr(self._stream, method)(*args)
+        except OSError as err:
+            if err.errno not in _GONE:
+                raise
+            _to_devnull(self._fd)
+        try:  # what the stream still buffers now goes to /dev/null
+            return getattr(self._stream, method)(*args)
+        except OSError:
+            return None
+
+    def write(self, text: str) -> int:
+        written = self._outlive("write", text)
+        return written if isinstance(written, int) else len(text)
+
+    def flush(self) -> None:
+        self._outlive("flush")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def outlive_lost_output() -> None:
+    """Keep this process running when its stdout's or stderr's reader goes away (``| less``
+    quit, ``| tee`` killed, a log pipe closed): that stream's output is dropped from then on
+    (hydra's log file keeps the log) rather than the next progress line raising
+    ``BrokenPipeError`` and losing what was learned since the last checkpoint. A closed
+    terminal sends SIGHUP, which stops the run with a checkpoint (``StopOnSignal``)."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _OutlivingStream):
+            setattr(sys, name, _OutlivingStream(stream, fd))

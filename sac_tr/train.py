@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from tqdm import tqdm
@@ -151,6 +152,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         raise
     held = launch_dir if found is None else run_dir_of(found)  # the directory the run writes
     in_place = held.resolve() == launch_dir.resolve()
+    if not in_place:  # resume=PATH launched in another run's directory (hydra.run.dir=<it>):
+        _put_back_run_record(launch_dir, holder_record(launch_dir))  # hydra wrote over its record
     try:  # the run writes this launch's record into held/.hydra/ (in place, or on resume=PATH)
         with hold_run_dir(held, record=launch):
             return _train(cfg, launch_dir, launch, held)
@@ -224,8 +227,9 @@ def _train(cfg: DictConfig, launch_dir: Path, launch: dict[str, str], held: Path
             "total_frames or lower those."
         )
     run = TrainingRun(cfg, run_dir, resumed, hydra_files=launch)
-    if resumed and launch:
-        write_hydra_files(run_dir, launch)  # resume=PATH: the run's record is now this command
+    if resumed and launch:  # resume=PATH: the run's record is now this command (under hydra, a
+        # copy of a checkpoints/ folder gets its first one)
+        write_hydra_files(run_dir, launch, create=HydraConfig.initialized())
     # Ctrl-C / SIGTERM: finish this step, checkpoint, return. Log lines (torchrl's INFO, the
     # user's) are written above the progress bar instead of through it.
     with StopOnSignal() as stop, logging_redirect_tqdm(loggers=_CONSOLE_LOGGERS):
@@ -271,21 +275,26 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
             f"({len(differing)} key(s) differ; only {', '.join(_MAY_CHANGE)} may change):\n"
             + "\n".join(lines)
             + "\nRerun with the saved values, or give the new configuration its own run directory."
-            + _saved_overrides(state)
+            + _saved_overrides(state, run_dir_of(path))
         )
     added = added_keys(state["config"], cfg)
     if added:  # options this sac_tr has and the run's did not: said, not silently taken
         print(f"Resuming {path}: keys new since it was written, at today's values: {added}")
 
 
-def _saved_overrides(state: dict) -> str:
+def _saved_overrides(state: dict, run_dir: Path) -> str:
     """The command-line overrides the run was last launched with, as hydra recorded them, to
-    copy into the command that continues it ("" outside hydra)."""
+    copy into the command that continues it ("" outside hydra). Its ``resume=`` becomes the run
+    directory: pasting an older ``resume=<checkpoint>`` again would set the newer ones aside."""
     text = (state.get("hydra_files") or {}).get("overrides.yaml")
     overrides = yaml.safe_load(text) if text else None
     if not overrides:
         return ""
-    return "\nThe run was last launched with: " + " ".join(shlex.quote(str(o)) for o in overrides)
+    kept = [str(o) for o in overrides if str(o).lstrip("+").split("=", 1)[0] != "resume"]
+    return (
+        "\nThe run was last launched with (resume= set to its run directory, which continues "
+        "its newest checkpoint): " + shlex.join([*kept, f"resume={run_dir}"])
+    )
 
 
 def say_nan_guard_switch(state: dict, cfg: DictConfig, path: Path) -> None:
@@ -874,7 +883,13 @@ class TrainingRun:
             if state.get("has_buffer")
             else "an empty replay buffer (the checkpoint holds none)"
         )
-        last = f"last evaluation {self.last_eval:.1f}" if row else "no evaluation yet"
+        last = (
+            f"last evaluation {self.last_eval:.1f}"
+            if row
+            else f"no evaluation in its curve here (the checkpoint counts {done.missing})"
+            if done.missing
+            else "no evaluation yet"
+        )
         print(
             f"Resuming {self.run_dir} from {path.name}: {self.counters.frames:,} frames, "
             f"{self.counters.updates:,} updates, {last}, {buffer}."

@@ -34,6 +34,23 @@ def run_script(
     )
 
 
+def start_recipe(run_dir: Path, *args: str, cwd: Path, text: bool = False) -> subprocess.Popen:
+    """Start ``recipes/sac_mujoco.py`` with ``args`` in ``run_dir`` (``hydra.run.dir``), its
+    output piped to the test, which must wait for it (or kill it)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "sac_mujoco.py"),
+            *args,
+            f"hydra.run.dir={run_dir}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=text,
+        cwd=cwd,
+    )
+
+
 # Tests that build an agent, train, evaluate, checkpoint or resume run on each of these devices;
 # the CUDA cases are skipped (with this reason) on a machine without a GPU.
 NO_CUDA = "needs a CUDA GPU: torch.cuda.is_available() is False on this machine"

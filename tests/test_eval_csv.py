@@ -276,6 +276,9 @@ def test_an_abandoned_checkpoint_is_refused_in_its_run_and_continues_in_a_copy(t
     assert not (tmp_path / "eval.csv").exists() and not (tmp_path / "checkpoints").exists()
     message = str(err.value)
     assert "mkdir -p " in message and "then launch the run's command with resume=" in message
+    # Saved with its buffer, whose folder is not beside it: the commands cannot copy it, and say
+    # so (else following them leads to a second refusal).
+    assert "buffer's folder step_0000000250.buffer/ is not beside it: copy that too" in message
     # Its commands give it a directory whose curve starts after 250 frames: said once, and the
     # later resumes there count from it (no gap warned on each).
     commands = [line.strip() for line in message.splitlines() if line.startswith("    ")]

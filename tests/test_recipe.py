@@ -3,7 +3,6 @@
 import csv
 import os
 import shlex
-import subprocess
 import sys
 
 import numpy as np
@@ -14,8 +13,9 @@ from hydra import compose, initialize_config_dir
 
 from sac_tr.checkpoint import CheckpointError, buffer_dir, find_checkpoint, load_checkpoint
 from sac_tr.config import ConfigError
+from sac_tr.eval_csv import read_eval_rows
 from sac_tr.train import TrainingRun, train
-from tests.helpers import ROOT, run_script
+from tests.helpers import ROOT, run_script, start_recipe
 
 FAST = [
     "env=pendulum",
@@ -277,6 +277,18 @@ def test_evaluate_recipe_remakes_the_runs_own_evaluation_and_checks_its_input(tm
         refused = run(f"checkpoint={path}")
         assert refused.returncode == 2 and why in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
+    # Set aside (the run resumed from its 100-frame checkpoint): its row is gone from the run's
+    # curve, and is compared with the curve it was on, kept beside it.
+    older = next((tmp_path / "checkpoints").glob("step_*100.pt"))
+    train(make_cfg("total_frames=150", "logger=none", f"resume={older}"), tmp_path)
+    aside = next((tmp_path / "checkpoints" / "abandoned" / "1").glob("step_*200.pt"))
+    done = run(f"checkpoint={aside}")
+    assert done.returncode == 0, done.stderr
+    left = aside.parent / "timeline_eval.csv"
+    assert (
+        f"own evaluation at 200 frames ({left}): {float(logged[2]):.1f}; this one is the same."
+        in (done.stdout)
+    )
 
 
 def test_sac_v2_trains_through_the_same_recipe(tmp_path):
@@ -325,18 +337,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
         "checkpoint.save_buffer=true",
         "checkpoint.every_frames=100000",
     ]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "recipes" / "sac_mujoco.py"),
-            *args,
-            f"hydra.run.dir={run_dir}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = start_recipe(run_dir, *args, cwd=tmp_path, text=True)
     eval_csv = run_dir / "eval.csv"
     try:
         deadline = time.time() + 90
@@ -414,6 +415,27 @@ def test_a_closed_terminal_stops_the_run_with_a_checkpoint_and_exit_129(tmp_path
     assert status == 128 + signal.SIGHUP, shown.decode(errors="replace")[-2000:]
     state = load_checkpoint(run_dir)
     assert 200 <= state["frames"] < 100000  # saved at the stop: the periodic one never came
+
+
+def test_a_run_whose_output_reader_went_away_trains_to_its_end(tmp_path):
+    """``python recipes/sac_mujoco.py ... | less``, then ``q``: the pipes lose their reader and
+    every later write fails (EPIPE). The run goes on to its end instead of the next progress
+    line raising BrokenPipeError (it did: exit 1, the learning since the last checkpoint lost)."""
+    run_dir = tmp_path / "run"
+    args = [*FAST, "total_frames=1500", "logger=none", "progress=true", "eval.every_frames=500"]
+    run = start_recipe(run_dir, *args, cwd=tmp_path)
+    try:
+        assert run.stdout.readline()  # the run has started writing; then its reader goes
+        run.stdout.close()
+        run.stderr.close()
+        code = run.wait(timeout=240)
+    finally:
+        if run.poll() is None:  # never leave the run behind if the test fails
+            run.kill()
+            run.wait()
+    assert code == 0
+    assert [r["frames"] for r in read_eval_rows(run_dir / "eval.csv")] == ["500", "1000", "1500"]
+    assert load_checkpoint(run_dir)["frames"] == 1500
 
 
 def test_an_observation_space_sac_cannot_read_is_named():

@@ -3,6 +3,7 @@ what a resumed or refused run leaves behind (issue 13 item 1, issue 14 item 4)."
 
 import csv
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,9 +212,11 @@ def test_refused_and_resumed_runs_leave_no_empty_run_directory_and_the_runs_reco
     # Refused in place (another batch size): the run's record is put back.
     changed = _recipe("total_frames=200", "batch_size=16", *same)
     assert changed.returncode == 2 and "batch_size: saved 32, now 16" in changed.stderr
-    launched = [o for o in (*FAST, "total_frames=100", *same) if not o.startswith("hydra.")]
-    pasted = " ".join(shlex.quote(o) for o in launched)  # network.hidden_sizes=[32,32] quoted
-    assert f"The run was last launched with: {pasted}" in changed.stderr
+    launched = [
+        o for o in (*FAST, "total_frames=100", *same) if not o.startswith(("hydra.", "resume="))
+    ]
+    pasted = " ".join(shlex.quote(o) for o in (*launched, f"resume={run}"))  # [32,32] quoted
+    assert f"which continues its newest checkpoint): {pasted}" in changed.stderr
     assert _hydra_record(run) == record
     # Refused in place by validate_config (before any resume logic): the same.
     invalid = _recipe("total_frames=200", "batch_size=0", *same)
@@ -234,6 +237,16 @@ def test_refused_and_resumed_runs_leave_no_empty_run_directory_and_the_runs_reco
     finished = _recipe("total_frames=200", "progress=false", *same)
     assert finished.returncode == 0 and "Already finished" in finished.stdout
     assert _hydra_record(run) == record
+    # A copy of its checkpoints/ folder alone, continued by a launch into the run's directory
+    # (resume=<copy> hydra.run.dir=<run>): the copy trains and gets this launch's record; the run
+    # keeps its own, which hydra wrote over.
+    copy = tmp_path / "copy"
+    shutil.copytree(run / "checkpoints", copy / "checkpoints")
+    forked = _recipe("total_frames=300", "logger=none", f"resume={copy}", f"hydra.run.dir={run}")
+    assert forked.returncode == 0, forked.stderr
+    assert [int(r["frames"]) for r in _rows(copy)] == [300]
+    assert _hydra_record(run) == record
+    assert f"resume={copy}" in _hydra_record(copy)["overrides.yaml"]
 
 
 def test_a_refused_resume_from_elsewhere_leaves_the_runs_record_alone(tmp_path):
