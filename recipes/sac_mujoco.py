@@ -38,7 +38,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering for eval videos
 @hydra.main(config_path="../configs", config_name="sac_mujoco", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     output_dir = HydraConfig.get().runtime.output_dir
-    outlive_lost_output()  # `| less` quit: the run goes on (its log file keeps the log)
+    outlive_lost_output()  # `| less` quit: the run goes on (its results are in eval.csv)
     try:
         summary = train(cfg, output_dir)
     except RunDirInUseError as err:  # that directory is another process's run: leave it be

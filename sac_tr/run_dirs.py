@@ -34,6 +34,7 @@ __all__ = [
     "added_keys",
     "checkpoint_frames",
     "config_differences",
+    "hydra_wrote_record",
     "read_hydra_files",
     "refuse_abandoned",
     "refuse_loose",
@@ -73,7 +74,7 @@ def resolve_resume(resume: str | None, run_dir: str | os.PathLike) -> Path | Non
     return path
 
 
-def _files_to_copy(path: Path) -> tuple[list[Path], str]:
+def _files_to_copy(path: Path, abandoned: bool = False) -> tuple[list[Path], str]:
     """The files that continue ``path`` elsewhere (the checkpoint, and its buffer's folder when
     it is beside it), and a line for a checkpoint saved with its buffer whose folder is not: a
     copy without it would be refused next (``check_buffer_beside``)."""
@@ -84,12 +85,20 @@ def _files_to_copy(path: Path) -> tuple[list[Path], str]:
         has_buffer = bool(load_checkpoint(path).get("has_buffer"))
     except CheckpointError:  # damaged: named when it is resumed
         has_buffer = False
-    missing = (
-        f"Its replay buffer's folder {folder.name}/ is not beside it: copy that too, from where "
-        "the checkpoint came from (a run continues only with the transitions it learned from).\n"
-        if has_buffer
-        else ""
-    )
+    if not has_buffer:
+        missing = ""
+    elif abandoned:  # set aside with it, and removed since: nothing to copy it from
+        missing = (
+            f"Its replay buffer's folder {folder.name}/, set aside with it, is gone: without it the "
+            "copy will be refused (a run continues only with the transitions it learned from); "
+            "the checkpoint can still be evaluated.\n"
+        )
+    else:
+        missing = (
+            f"Its replay buffer's folder {folder.name}/ is not beside it: copy that too, from "
+            "where the checkpoint came from (a run continues only with the transitions it "
+            "learned from).\n"
+        )
     return [path], missing
 
 
@@ -126,7 +135,7 @@ def refuse_abandoned(path: Path) -> NoReturn:
         if aside == ABANDONED
         else f"{run.name}_abandoned{aside}_{path.stem}"
     )
-    files, missing = _files_to_copy(path)
+    files, missing = _files_to_copy(path, abandoned=True)
     target = shlex.quote(str(copy / "checkpoints"))
     curve = path.parent / LEFT_CURVE  # kept since 2026-12-04: the copy's curve starts at frame 0
     copy_curve = (
@@ -238,16 +247,25 @@ def launch_record(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, str]
     configuration. Under hydra, made in memory as hydra writes the files: the files on disk may
     already be another launch's, written over them by a second launch into the same directory
     (refused then by ``sac_tr.run_lock``). Outside hydra, the files in ``run_dir`` (none)."""
-    if HydraConfig.initialized():
+    if hydra_wrote_record(run_dir):
         hydra = HydraConfig.get()
-        here = Path(hydra.runtime.output_dir).resolve() == Path(run_dir).resolve()
-        if here and hydra.output_subdir == ".hydra":
-            return {
-                "config.yaml": OmegaConf.to_yaml(cfg),
-                "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra})),
-                "overrides.yaml": OmegaConf.to_yaml(hydra.overrides.task),
-            }
+        return {
+            "config.yaml": OmegaConf.to_yaml(cfg),
+            "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra})),
+            "overrides.yaml": OmegaConf.to_yaml(hydra.overrides.task),
+        }
     return read_hydra_files(run_dir)
+
+
+def hydra_wrote_record(run_dir: str | os.PathLike) -> bool:
+    """Whether this process runs under hydra with ``run_dir`` as its output directory and
+    ``.hydra/`` as its record's folder: hydra then wrote this launch's record there before the
+    task ran (over the record of a run that directory holds)."""
+    if not HydraConfig.initialized():
+        return False
+    hydra = HydraConfig.get()
+    here = Path(hydra.runtime.output_dir).resolve() == Path(run_dir).resolve()
+    return here and hydra.output_subdir == ".hydra"
 
 
 def read_hydra_files(run_dir: str | os.PathLike) -> dict[str, str]:

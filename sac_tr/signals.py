@@ -7,10 +7,13 @@ went away (``| less`` quit, ``| tee`` killed)."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
+import stat
 import sys
 import threading
+from collections.abc import Iterable
 from types import FrameType
 from typing import TextIO
 
@@ -73,13 +76,23 @@ def say(text: str) -> None:
     EIO; a pipe whose reader went with it, EPIPE), point this process's stdout and stderr at
     ``/dev/null``: neither this line nor any output still buffered (Python exits with 120 when
     it cannot flush it) turns a run that stopped cleanly into an error exit. Any other error (a
-    full disk under a redirected log) is raised."""
+    full disk, or a disk error, under a redirected log) is raised."""
     try:
         print(text, flush=True)
     except OSError as err:
-        if err.errno not in _GONE:
+        if not _reader_gone(err, 1):
             raise
         _to_devnull(1, 2)
+
+
+def _reader_gone(err: OSError, fd: int) -> bool:
+    """Whether ``err``, from writing to ``fd``, means that no one reads it any more: EIO from a
+    terminal or EPIPE from a pipe; not an error of a file the output is redirected to."""
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    return err.errno in _GONE and not regular
 
 
 def _to_devnull(*fds: int) -> None:
@@ -91,9 +104,9 @@ def _to_devnull(*fds: int) -> None:
 
 class _OutlivingStream:
     """``sys.stdout`` or ``sys.stderr`` for a long run: when a write or flush finds its reader
-    gone (EIO, EPIPE), its file descriptor is pointed at ``/dev/null`` and the output is dropped
-    from then on, instead of the error ending the run between two checkpoints. Everything else
-    is the wrapped stream's."""
+    gone (``_reader_gone``), its file descriptor is pointed at ``/dev/null`` and the output is
+    dropped from then on, instead of the error ending the run between two checkpoints.
+    Everything else is the wrapped stream's."""
 
     def __init__(self, stream: TextIO, fd: int) -> None:
         self._stream, self._fd = stream, fd
@@ -102,7 +115,7 @@ class _OutlivingStream:
         try:
             return getattr(self._stream, method)(*args)
         except OSError as err:
-            if err.errno not in _GONE:
+            if not _reader_gone(err, self._fd):
                 raise
             _to_devnull(self._fd)
         try:  # what the stream still buffers now goes to /dev/null
@@ -114,6 +127,10 @@ class _OutlivingStream:
         written = self._outlive("write", text)
         return written if isinstance(written, int) else len(text)
 
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         self._outlive("flush")
 
@@ -123,11 +140,25 @@ class _OutlivingStream:
 
 def outlive_lost_output() -> None:
     """Keep this process running when its stdout's or stderr's reader goes away (``| less``
-    quit, ``| tee`` killed, a log pipe closed): that stream's output is dropped from then on
-    (hydra's log file keeps the log) rather than the next progress line raising
-    ``BrokenPipeError`` and losing what was learned since the last checkpoint. A closed
-    terminal sends SIGHUP, which stops the run with a checkpoint (``StopOnSignal``)."""
-    for name, fd in (("stdout", 1), ("stderr", 2)):
+    quit, ``| tee`` killed, a log pipe closed): what it would have printed there is lost (the
+    results are in eval.csv and the checkpoints) rather than the next progress line raising
+    ``BrokenPipeError`` and losing what was learned since the last checkpoint. The logging
+    handlers already writing to those streams (hydra's console, torchrl's) write through the
+    wrapped ones too, so that ``logging_redirect_tqdm`` still knows them for console handlers.
+    A closed terminal sends SIGHUP, which stops the run with a checkpoint (``StopOnSignal``)."""
+    wrapped: dict[int, _OutlivingStream] = {}
+    for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
-        if stream is not None and not isinstance(stream, _OutlivingStream):
-            setattr(sys, name, _OutlivingStream(stream, fd))
+        if stream is None or isinstance(stream, _OutlivingStream):
+            continue
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (a test's capture): as it is
+            continue
+        setattr(sys, name, _OutlivingStream(stream, fd))
+        wrapped[id(stream)] = getattr(sys, name)
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.StreamHandler) and id(handler.stream) in wrapped:
+                handler.setStream(wrapped[id(handler.stream)])

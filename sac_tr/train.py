@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from tqdm import tqdm
@@ -66,6 +65,7 @@ from sac_tr.run_dirs import (
     added_keys,
     checkpoint_frames,
     config_differences,
+    hydra_wrote_record,
     launch_record,
     read_hydra_files,
     resolve_resume,
@@ -152,8 +152,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainSummary:
         raise
     held = launch_dir if found is None else run_dir_of(found)  # the directory the run writes
     in_place = held.resolve() == launch_dir.resolve()
-    if not in_place:  # resume=PATH launched in another run's directory (hydra.run.dir=<it>):
-        _put_back_run_record(launch_dir, holder_record(launch_dir))  # hydra wrote over its record
+    if not in_place and hydra_wrote_record(launch_dir):  # resume=PATH launched in another
+        _put_back_run_record(launch_dir, holder_record(launch_dir))  # run's directory
     try:  # the run writes this launch's record into held/.hydra/ (in place, or on resume=PATH)
         with hold_run_dir(held, record=launch):
             return _train(cfg, launch_dir, launch, held)
@@ -229,7 +229,7 @@ def _train(cfg: DictConfig, launch_dir: Path, launch: dict[str, str], held: Path
     run = TrainingRun(cfg, run_dir, resumed, hydra_files=launch)
     if resumed and launch:  # resume=PATH: the run's record is now this command (under hydra, a
         # copy of a checkpoints/ folder gets its first one)
-        write_hydra_files(run_dir, launch, create=HydraConfig.initialized())
+        write_hydra_files(run_dir, launch, create=hydra_wrote_record(launch_dir))
     # Ctrl-C / SIGTERM: finish this step, checkpoint, return. Log lines (torchrl's INFO, the
     # user's) are written above the progress bar instead of through it.
     with StopOnSignal() as stop, logging_redirect_tqdm(loggers=_CONSOLE_LOGGERS):
@@ -403,8 +403,8 @@ def refuse_fresh_start_over_a_run(run_dir: Path) -> None:
 
 
 def _put_back_run_record(run_dir: Path, holder: Mapping[str, str] | None = None) -> None:
-    """A refused launch in a directory that holds a run: hydra has just written this launch's
-    ``.hydra/`` record over the run's own; put it back. The record kept by a process training
+    """A launch in a directory that holds a run, refused or continuing another run elsewhere:
+    hydra has just written this launch's ``.hydra/`` record over the run's own; put it back. The record kept by a process training
     there (``holder``: ``RunDirInUseError.record``, ``run_lock.holder_record``) is the run's;
     else (no holder, or one from before records were kept in the lock) the newest checkpoint's."""
     if holder:
@@ -886,7 +886,8 @@ class TrainingRun:
         last = (
             f"last evaluation {self.last_eval:.1f}"
             if row
-            else f"no evaluation in its curve here (the checkpoint counts {done.missing})"
+            else f"no evaluation in its curve here (the checkpoint counts {done.missing} made "
+            "elsewhere)"
             if done.missing
             else "no evaluation yet"
         )

@@ -34,20 +34,14 @@ def run_script(
     )
 
 
-def start_recipe(run_dir: Path, *args: str, cwd: Path, text: bool = False) -> subprocess.Popen:
+def start_recipe(run_dir: Path, *args: str, cwd: Path, **kwargs) -> subprocess.Popen:
     """Start ``recipes/sac_mujoco.py`` with ``args`` in ``run_dir`` (``hydra.run.dir``), its
-    output piped to the test, which must wait for it (or kill it)."""
+    output piped to the test (``kwargs`` go to ``subprocess.Popen``: ``text``, ``stderr``), which
+    must wait for it (or kill it)."""
+    script = str(ROOT / "recipes" / "sac_mujoco.py")
     return subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "recipes" / "sac_mujoco.py"),
-            *args,
-            f"hydra.run.dir={run_dir}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=text,
-        cwd=cwd,
+        [sys.executable, script, *args, f"hydra.run.dir={run_dir}"],
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "cwd": cwd, **kwargs},
     )
 
 

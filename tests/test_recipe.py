@@ -417,17 +417,26 @@ def test_a_closed_terminal_stops_the_run_with_a_checkpoint_and_exit_129(tmp_path
     assert 200 <= state["frames"] < 100000  # saved at the stop: the periodic one never came
 
 
-def test_a_run_whose_output_reader_went_away_trains_to_its_end(tmp_path):
-    """``python recipes/sac_mujoco.py ... | less``, then ``q``: the pipes lose their reader and
+@pytest.mark.parametrize("closed", ["stdout and stderr", "stdout"])
+def test_a_run_whose_output_reader_went_away_trains_to_its_end(tmp_path, closed):
+    """``python recipes/sac_mujoco.py ... | less``, then ``q``: the pipe loses its reader and
     every later write fails (EPIPE). The run goes on to its end instead of the next progress
-    line raising BrokenPipeError (it did: exit 1, the learning since the last checkpoint lost)."""
+    line raising BrokenPipeError (it did: exit 1, the learning since the last checkpoint lost).
+    With stderr still read (only stdout piped), nothing is said there of the lost stdout: no
+    logging error from a console handler still writing to it."""
     run_dir = tmp_path / "run"
     args = [*FAST, "total_frames=1500", "logger=none", "progress=true", "eval.every_frames=500"]
-    run = start_recipe(run_dir, *args, cwd=tmp_path)
+    stderr_file = (tmp_path / "stderr.txt").open("w+")
+    both = closed == "stdout and stderr"
+    run = start_recipe(run_dir, *args, cwd=tmp_path, **({} if both else {"stderr": stderr_file}))
     try:
         assert run.stdout.readline()  # the run has started writing; then its reader goes
+        eval_csv = run_dir / "eval.csv"
+        assert run.poll() is None  # still training when the pipe closes
+        assert not eval_csv.exists() or len(read_eval_rows(eval_csv)) < 3
         run.stdout.close()
-        run.stderr.close()
+        if both:
+            run.stderr.close()
         code = run.wait(timeout=240)
     finally:
         if run.poll() is None:  # never leave the run behind if the test fails
@@ -436,6 +445,12 @@ def test_a_run_whose_output_reader_went_away_trains_to_its_end(tmp_path):
     assert code == 0
     assert [r["frames"] for r in read_eval_rows(run_dir / "eval.csv")] == ["500", "1000", "1500"]
     assert load_checkpoint(run_dir)["frames"] == 1500
+    stderr_file.seek(0)
+    said = stderr_file.read()
+    assert "Logging error" not in said and "Traceback" not in said, said[-2000:]
+    # torchrl's INFO line goes to stdout once, through its own console handler: not a second
+    # time to stderr, as it did when the wrapped streams hid that handler from the progress bar
+    assert "Initialized LazyTensorStorage" not in said
 
 
 def test_an_observation_space_sac_cannot_read_is_named():
