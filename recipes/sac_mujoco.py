@@ -27,7 +27,7 @@ from sac_tr.checkpoint import CheckpointError
 from sac_tr.config import ConfigError
 from sac_tr.eval_csv import EvalCSVError
 from sac_tr.refusal import refuse
-from sac_tr.run_dirs import remove_if_unused
+from sac_tr.run_dirs import continuing_overrides, remove_if_unused
 from sac_tr.run_lock import RunDirInUseError
 from sac_tr.signals import forward_signal, outlive_lost_output, say
 from sac_tr.train import train
@@ -58,10 +58,9 @@ def main(cfg: DictConfig) -> None:
         )
         return
     if summary.interrupted_by:
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
-        command = shlex.join(
-            ["python", "recipes/sac_mujoco.py", *overrides, f"resume={summary.run_dir}"]
-        )  # quoted for the shell: an override may hold spaces, brackets or quotes
+        overrides = continuing_overrides(HydraConfig.get().overrides.task, summary.run_dir)
+        command = shlex.join(["python", "recipes/sac_mujoco.py", *overrides])  # quoted for the
+        # shell: an override may hold spaces, brackets or quotes
         say(  # after SIGHUP the terminal may be gone: then not an error
             f"Stopped by {summary.interrupted_by} at {summary.frames} frames ({summary.updates} updates); "
             f"checkpoint saved to {summary.checkpoint}.\nResume with: {command}"

@@ -34,6 +34,7 @@ __all__ = [
     "added_keys",
     "checkpoint_frames",
     "config_differences",
+    "continuing_overrides",
     "hydra_wrote_record",
     "read_hydra_files",
     "refuse_abandoned",
@@ -255,6 +256,14 @@ def launch_record(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, str]
             "overrides.yaml": OmegaConf.to_yaml(hydra.overrides.task),
         }
     return read_hydra_files(run_dir)
+
+
+def continuing_overrides(overrides: list[str], run_dir: str | os.PathLike) -> list[str]:
+    """``overrides`` with their ``resume=`` (``+resume=``, any value) replaced by
+    ``resume=<run_dir>``: the overrides that continue that run from its newest checkpoint (an
+    older ``resume=<checkpoint>`` pasted again would set the newer ones aside)."""
+    kept = [str(o) for o in overrides if str(o).lstrip("+").split("=", 1)[0] != "resume"]
+    return [*kept, f"resume={run_dir}"]
 
 
 def hydra_wrote_record(run_dir: str | os.PathLike) -> bool:

@@ -65,6 +65,7 @@ from sac_tr.run_dirs import (
     added_keys,
     checkpoint_frames,
     config_differences,
+    continuing_overrides,
     hydra_wrote_record,
     launch_record,
     read_hydra_files,
@@ -285,15 +286,14 @@ def check_same_config(state: dict, cfg: DictConfig, path: Path) -> None:
 def _saved_overrides(state: dict, run_dir: Path) -> str:
     """The command-line overrides the run was last launched with, as hydra recorded them, to
     copy into the command that continues it ("" outside hydra). Its ``resume=`` becomes the run
-    directory: pasting an older ``resume=<checkpoint>`` again would set the newer ones aside."""
+    directory (``continuing_overrides``)."""
     text = (state.get("hydra_files") or {}).get("overrides.yaml")
     overrides = yaml.safe_load(text) if text else None
     if not overrides:
         return ""
-    kept = [str(o) for o in overrides if str(o).lstrip("+").split("=", 1)[0] != "resume"]
     return (
         "\nThe run was last launched with (resume= set to its run directory, which continues "
-        "its newest checkpoint): " + shlex.join([*kept, f"resume={run_dir}"])
+        "its newest checkpoint): " + shlex.join(continuing_overrides(overrides, run_dir))
     )
 
 
